@@ -1,0 +1,91 @@
+"""The method interface every registered method implements (DESIGN.md, "A method").
+
+A method is an ``nn.Module`` built from a :class:`BuildContext` and its typed ``Config``;
+``forward(batch) -> Output`` and ``losses(batch, out) -> dict``. The loss dict holds each term
+*as it enters the objective* (already multiplied by its weight); the trainer optimises their sum,
+and records log every term. The native classification term is named ``"task"`` so a head (DPL)
+can replace it. Terms that involve an absent modality are masked per row (``losses.masked_mean``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from torch import Tensor, nn
+
+from ..data.base import DataInfo
+from ..data.batch import MODALITIES, Batch, Output
+from ..encoders.config import EncodersConfig
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """What a method needs to know about the data to build itself."""
+
+    info: DataInfo
+    encoders: EncodersConfig = field(default_factory=EncodersConfig)
+    hidden: int = 64
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One training stage. Most methods have one; IF-MMIN has two (pretrain, then student).
+
+    Attributes:
+        name: stage name, passed to :meth:`Method.begin_stage`.
+        epochs: epochs for this stage; ``None`` = the run's ``train.epochs``.
+        rows: optional filter ``batch -> bool mask`` of the training rows this stage uses
+            (e.g. complete samples only); rows outside it are dropped from each batch.
+        select_best: early-stop on, and restore the best validation epoch of, this stage.
+        min_rows: the stage fails clearly if fewer training rows than this pass ``rows``.
+    """
+
+    name: str = "main"
+    epochs: int | None = None
+    rows: Callable[[Batch], Tensor] | None = None
+    select_best: bool = True
+    min_rows: int = 1
+
+
+@dataclass(frozen=True)
+class NoConfig:
+    """A method without hyper-parameters."""
+
+
+class Method(nn.Module):
+    """Base class of registered methods."""
+
+    Config: type = NoConfig
+    #: modality slots the method can take
+    modalities: tuple[str, ...] = MODALITIES
+    #: whether a non-native head (``--head dpl``) may replace the method's classifier
+    supports_heads: bool = True
+    #: one-line citation shown by ``mmbench ls methods``
+    cite: str = ""
+
+    def __init__(self, ctx: BuildContext, cfg: object) -> None:
+        super().__init__()
+        self.ctx = ctx
+        self.cfg = cfg
+        self.task = ctx.info.task
+        self.num_classes = ctx.info.num_classes
+
+    def forward(self, batch: Batch) -> Output:  # pragma: no cover - interface
+        """Logits, per-modality pooled embeddings and named auxiliaries for ``batch``."""
+        raise NotImplementedError
+
+    def losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:  # pragma: no cover - interface
+        """Named, weighted loss terms; must include ``"task"``."""
+        raise NotImplementedError
+
+    def embed_dims(self) -> dict[str, int]:
+        """Width of ``Output.embeddings[m]`` per modality (heads are built from it)."""
+        return {m: self.ctx.hidden for m in self.modalities}
+
+    def stages(self) -> list[Stage]:
+        """Training stages in order; the last one is the stage whose best epoch is tested."""
+        return [Stage("main")]
+
+    def begin_stage(self, name: str) -> None:
+        """Hook called before each stage (freeze/unfreeze parts, copy a teacher, ...)."""
