@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -31,7 +32,11 @@ class TabularEncoderConfig:
 
 @dataclass(frozen=True)
 class EncodersConfig:
-    """One encoder config per modality slot."""
+    """One encoder config per modality slot.
 
-    image: ImageEncoderConfig = field(default_factory=ImageEncoderConfig)
-    tabular: TabularEncoderConfig = field(default_factory=TabularEncoderConfig)
+    Each is the ``Config`` dataclass of the registered encoder named by its ``kind`` (``timm``,
+    ``ft_transformer``, ...); the card loader picks the class from the kind.
+    """
+
+    image: Any = field(default_factory=ImageEncoderConfig)
+    tabular: Any = field(default_factory=TabularEncoderConfig)

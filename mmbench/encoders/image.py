@@ -50,6 +50,8 @@ def feature_map_to_tokens(fmap: Tensor) -> Tensor:
 class ImageEncoder(nn.Module):
     """timm backbone -> feature-map tokens projected to ``dim``; pooled = mean over tokens."""
 
+    Config = ImageEncoderConfig
+
     def __init__(self, cfg: ImageEncoderConfig, dim: int, in_chans: int = 3) -> None:
         super().__init__()
         self.cfg = cfg

@@ -54,6 +54,8 @@ class FeatureTokenizer(nn.Module):
 class TabularEncoder(nn.Module):
     """FT-Transformer-style table encoder with tokens and a pooled [CLS] output."""
 
+    Config = TabularEncoderConfig
+
     def __init__(self, cfg: TabularEncoderConfig, schema: TabularSchema, dim: int) -> None:
         super().__init__()
         self.tokenizer = FeatureTokenizer(schema, dim)

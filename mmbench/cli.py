@@ -1,0 +1,419 @@
+"""The ``mmbench`` command line (Typer): run, table, check, ls, validate, prepare."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import MMBenchError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Benchmark multimodal classification with missing modalities.")
+_WIDTH = max(100, shutil.get_terminal_size((120, 24)).columns)
+console = Console(width=_WIDTH)
+err_console = Console(stderr=True, width=_WIDTH)
+
+ConfigDirOpt = Annotated[list[str] | None, typer.Option("--config-dir", help="Extra folder with methods/, datasets/, protocols/ YAMLs (searched first).")]
+OutputOpt = Annotated[Path, typer.Option("--output-dir", "-o", help="Folder of run records.")]
+
+
+def _pct(v: Any) -> str:
+    return "–" if v is None else f"{100 * v:.1f}"
+
+
+def _parse_rates(text: str | None, flag: str) -> dict[str, float] | None:
+    if text is None:
+        return None
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        try:
+            if not sep:
+                raise ValueError
+            out[k.strip()] = float(v)
+        except ValueError:
+            raise MMBenchError(f"{flag} {text!r}: expected modality=rate pairs like image=0.5,tabular=0.1") from None
+    return out
+
+
+@app.command()
+def run(
+    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Method config name (repeatable).")] = None,
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Dataset card name (repeatable).")] = None,
+    scenario: Annotated[str | None, typer.Option(help="none | image | tabular | both | imbalanced (default: both).")] = None,
+    rate: Annotated[float | None, typer.Option(help="Missing rate eta for train/val (default 0.5).")] = None,
+    test_rate: Annotated[float | None, typer.Option("--test-rate", help="Missing rate on the test split (sweeps).")] = None,
+    rates: Annotated[str | None, typer.Option(help="Imbalanced per-modality rates, e.g. image=0.5,tabular=0.1.")] = None,
+    test_rates: Annotated[str | None, typer.Option("--test-rates", help="Imbalanced test rates.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds: 0-4, 0,2,5 or 3 (default 0).")] = None,
+    sim_seed: Annotated[int | None, typer.Option("--sim-seed", help="Fix the missingness seed across training seeds.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Protocol grid name (protocols/<name>.yaml).")] = None,
+    output_dir: OutputOpt = Path("results"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.epochs=5 or head=dpl (repeatable).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Re-run cells whose record already exists.")] = False,
+    config_dir: ConfigDirOpt = None,
+    data_root: Annotated[str | None, typer.Option("--data-root", help="Root of real datasets (else $MMBENCH_DATA).")] = None,
+    executor: Annotated[str, typer.Option(help="sequential | local | slurm.")] = "sequential",
+    jobs: Annotated[int, typer.Option(help="Parallel workers for --executor local.")] = 2,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
+) -> None:
+    """Train and evaluate methods on datasets under a missingness protocol; one record per run."""
+    from .config import load_protocol, parse_seeds, parse_set, resolve
+    from .executors import EXECUTORS
+    from .protocols import MissingSpec
+    from .records import existing_ok, record_path
+
+    if executor not in EXECUTORS:
+        raise MMBenchError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    overrides = parse_set(set_)
+    proto_name = None
+    if protocol:
+        proto = load_protocol(protocol, config_dir)
+        proto_name = proto.name
+        if scenario or rate is not None or rates:
+            raise MMBenchError("--protocol and --scenario/--rate/--rates are exclusive: the protocol defines the cells")
+        cells = proto.cells()
+        if test_rate is not None:
+            cells = [MissingSpec(c.scenario, c.rate, c.rates, test_rate, c.test_rates) for c in cells]
+        methods = method or proto.methods
+        datasets = dataset or proto.datasets
+        seed_list = parse_seeds(seeds) if seeds else list(proto.seeds)
+        overrides = {**proto.set, **overrides}
+    else:
+        sc = scenario or ("imbalanced" if rates else "both")
+        imb = _parse_rates(rates, "--rates")
+        timb = _parse_rates(test_rates, "--test-rates")
+        if sc == "imbalanced" and not imb:
+            raise MMBenchError("--scenario imbalanced needs --rates image=R1,tabular=R2")
+        if sc != "imbalanced" and imb:
+            raise MMBenchError(f"--rates is for --scenario imbalanced, not {sc!r}; use --rate")
+        cells = [MissingSpec(sc, 0.5 if rate is None and sc not in ("none", "imbalanced") else (rate or 0.0),
+                             imb or {}, test_rate, timb)]
+        methods, datasets = method or [], dataset or []
+        seed_list = parse_seeds(seeds if seeds is not None else "0")
+    if not methods:
+        raise MMBenchError("no method given: pass --method NAME (see `mmbench ls methods`)")
+    if not datasets:
+        raise MMBenchError("no dataset given: pass --dataset NAME (see `mmbench ls datasets`)")
+    specs = [resolve(m, d, cell, s, overrides=overrides, sim_seed=sim_seed, config_dir=config_dir)
+             for d in datasets for m in methods for cell in cells for s in seed_list]
+    cached = [existing_ok(record_path(output_dir, s), s.run_id) is not None and not force for s in specs]
+    if dry_run:
+        _print_plan(specs, cached, output_dir)
+        return
+    console.print(f"[bold]mmbench run[/]: {len(specs)} run(s), {sum(cached)} already done "
+                  f"-> {output_dir}  (executor: {executor})")
+    results = _execute(specs, output_dir, force=force, root=data_root, protocol=proto_name,
+                       executor=executor, jobs=jobs)
+    _print_summary(results)
+    failed = [r for r, _ in results if r["status"] != "ok"]
+    if failed:
+        for r in failed:
+            err_console.print(f"[red]failed[/] {r['labels']['method']} {r['labels']['availability']} "
+                              f"seed {r['labels']['seed']}: {r['error']}")
+        raise typer.Exit(1)
+
+
+def _execute(specs: list, output_dir: Path, *, force: bool, root: str | None, protocol: str | None,
+             executor: str, jobs: int) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .executors import run_local, run_sequential
+
+    if executor == "local":
+        return run_local(specs, output_dir, force=force, root=root, protocol=protocol, jobs=jobs,
+                         on_done=lambda i, res: console.print(_one_line(res)))
+    if executor == "slurm":
+        from .slurm import run_slurm
+
+        return run_slurm(specs, output_dir, force=force, root=root, protocol=protocol)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=console, transient=True) as progress:
+        grid = progress.add_task("runs", total=len(specs), info="")
+        epochs = progress.add_task("epochs", total=1, info="")
+
+        def on_start(i: int, spec: Any) -> None:
+            label = f"{spec.method['name']} · {spec.missing_spec.label()} · seed {spec.train_seed}"
+            progress.update(epochs, completed=0, total=spec.train_config.epochs, description=label, info="")
+
+        def on_epoch_factory(i: int, spec: Any):
+            def cb(row: dict) -> None:
+                v = row["val"].get(spec.dataset["primary_metric"])
+                progress.update(epochs, completed=row["epoch"],
+                                info=f"{row['stage']} loss {row['train_loss'].get('total', 0):.3f} val {_pct(v)}")
+            return cb
+
+        def on_done(i: int, res: Any) -> None:
+            progress.advance(grid)
+            progress.console.print(_one_line(res))
+
+        return run_sequential(specs, output_dir, force=force, root=root, protocol=protocol, on_start=on_start,
+                              on_epoch_factory=on_epoch_factory, on_done=on_done)
+
+
+def _one_line(res: tuple) -> str:
+    r, skipped = res
+    lab = r["labels"]
+    m = r["primary_metric"]
+    val = r.get("metrics", {}).get("test", {}).get(m)
+    state = "[dim]cached[/]" if skipped else ("[green]ok[/]" if r["status"] == "ok" else "[red]failed[/]")
+    return (f"{state} {lab['method']} on {lab['dataset']} · {lab['availability']} · seed {lab['seed']}: "
+            f"test {m} {_pct(val)}")
+
+
+def _print_plan(specs: list, cached: list[bool], output_dir: Path) -> None:
+    from .records import record_path
+
+    t = Table(title=f"Planned runs ({len(specs)}, {sum(cached)} already done)")
+    for col in ("method", "dataset", "cell", "test", "seed", "run id", "state"):
+        t.add_column(col)
+    for s, c in zip(specs, cached):
+        t.add_row(s.method["name"], s.dataset["name"], s.missing_spec.label(), s.missing_spec.label("test"),
+                  str(s.train_seed), s.run_id[:8], "done" if c else "to run")
+    console.print(t)
+    console.print(f"records go to {record_path(output_dir, specs[0]).parents[2] if specs else output_dir}")
+
+
+def _short_avail(label: str) -> str:
+    """``Image 75% / Tabular 75%`` -> ``I75/T75``."""
+    return "/".join(p[0] + p.split(" ")[1].rstrip("%") for p in label.split(" / "))
+
+
+def _print_summary(results: list) -> None:
+    from .data.batch import PATTERNS
+
+    if not results:
+        return
+    r0 = results[0][0]
+    t = Table(title=f"Test {r0['primary_metric']} (%) · ceiling = Bayes-optimal per pattern (complete/image-only/"
+                    "tabular-only)", title_justify="left")
+    for col, just in (("method", "left"), ("avail.", "left"), ("seed", "right"), ("status", "left"),
+                      ("all", "right"), ("compl.", "right"), ("img", "right"), ("tab", "right"),
+                      ("ceiling", "right"), ("sec", "right")):
+        t.add_column(col, justify=just)
+    for r, skipped in results:
+        lab, m = r["labels"], r["primary_metric"]
+        met = r.get("metrics", {})
+        by = met.get("test_by_pattern", {})
+        ceil = r.get("ceiling") or {}
+        ceiling = "/".join(f"{100 * ceil[p]:.0f}" for p in PATTERNS if p in ceil) if ceil and m == "accuracy" else "–"
+        t.add_row(lab["method"], _short_avail(lab["availability"]), str(lab["seed"]),
+                  "cached" if skipped else r["status"], _pct(met.get("test", {}).get(m)),
+                  *[_pct((by.get(p) or {}).get(m)) for p in PATTERNS], ceiling,
+                  f"{r.get('timing', {}).get('train_seconds', 0) or 0:.0f}")
+    console.print(t)
+
+
+@app.command()
+def table(
+    results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Only runs made under this protocol.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")] = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="md | csv | latex | html")] = "md",
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file (atomically) instead of stdout.")] = None,
+) -> None:
+    """Comparison table (mean ± std over seeds, best per row marked) built only from records."""
+    from .metrics import METRICS
+    from .records import atomic_write_bytes, load_records
+    from .report.tables import render
+
+    if fmt not in ("md", "csv", "latex", "html"):
+        raise MMBenchError(f"--format {fmt!r}: expected md, csv, latex or html")
+    if metric is not None and metric not in METRICS:
+        raise MMBenchError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
+    recs = _filter(load_records(results), dataset, method, protocol, results)
+    text = render(recs, fmt, metric)
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        atomic_write_bytes(out, text.encode())
+        console.print(f"wrote {out}")
+
+
+def _filter(recs: list, dataset: list[str] | None, method: list[str] | None, protocol: str | None,
+            where: Path) -> list:
+    if dataset:
+        recs = [r for r in recs if r["labels"]["dataset"] in dataset]
+    if method:
+        recs = [r for r in recs if r["labels"]["method"] in method]
+    if protocol:
+        recs = [r for r in recs if r["labels"].get("protocol") == protocol]
+    if not recs:
+        raise MMBenchError(f"no run records under {where} match the given filters")
+    return recs
+
+
+@app.command()
+def check(
+    results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
+    reference: Annotated[Path, typer.Option("--reference", help="Reference CSV (from `mmbench table --format csv`).")] = Path("results/reference/reference.csv"),
+    tolerance: Annotated[float, typer.Option(help="Allowed drop of the primary metric (absolute, e.g. 0.02).")] = 0.02,
+    save_reference: Annotated[bool, typer.Option("--save-reference", help="Write the reference from the results instead of checking.")] = False,
+) -> None:
+    """Compare each cell's primary metric to a reference: exit 0 if none regresses beyond the tolerance, else 1."""
+    from .records import atomic_write_bytes, load_records
+    from .report.check import compare, read_reference
+    from .report.tables import render
+
+    if tolerance < 0:
+        raise MMBenchError(f"--tolerance must be >= 0, got {tolerance}")
+    recs = load_records(results)
+    if save_reference:
+        atomic_write_bytes(reference, render(recs, "csv").encode())
+        console.print(f"wrote reference {reference} ({len(recs)} runs)")
+        return
+    rows = compare(recs, read_reference(reference), tolerance)
+    t = Table(title=f"mmbench check (tolerance {tolerance:g})")
+    for col in ("cell", "reference", "current", "delta", "status"):
+        t.add_column(col)
+    for r in rows:
+        color = {"ok": "green", "regressed": "red", "missing": "yellow"}[r.status]
+        t.add_row(r.cell, f"{r.reference:.4f}", "–" if r.current is None else f"{r.current:.4f}",
+                  "–" if r.delta is None else f"{r.delta:+.4f}", f"[{color}]{r.status}[/]")
+    console.print(t)
+    bad = [r for r in rows if r.status != "ok"]
+    if bad:
+        err_console.print(f"{len(bad)} of {len(rows)} cell(s) regressed or missing:")
+        for r in bad:
+            err_console.print(f"  {r.status}: {r.cell}" + ("" if r.delta is None else f" ({r.delta:+.4f})"))
+        raise typer.Exit(1)
+    console.print(f"all {len(rows)} cell(s) within tolerance")
+
+
+@app.command("ls")
+def ls(
+    what: Annotated[str, typer.Argument(help="methods | datasets | protocols | heads | balancers | encoders")],
+    config_dir: ConfigDirOpt = None,
+    data_root: Annotated[str | None, typer.Option("--data-root", help="Root of real datasets (else $MMBENCH_DATA).")] = None,
+) -> None:
+    """List registered methods, datasets, protocols, heads, balancers or encoders."""
+    from .config import list_names, load_dataset, load_method, load_protocol
+    from .registry import BALANCERS, ENCODERS, HEADS
+
+    kinds = ("methods", "datasets", "protocols", "heads", "balancers", "encoders")
+    if what not in kinds:
+        import difflib
+
+        close = difflib.get_close_matches(what, kinds, n=1)
+        raise MMBenchError(f"cannot list {what!r}" + (f"; did you mean {close[0]!r}?" if close else "") +
+                           f" (expected one of {', '.join(kinds)})")
+    t = Table(title=what)
+    if what == "methods":
+        for col in ("name", "impl", "head", "balancer", "cite"):
+            t.add_column(col)
+        for n in list_names("methods", config_dir):
+            mc = load_method(n, config_dir)
+            t.add_row(n, mc.impl, mc.head, mc.balancer, mc.cite)
+    elif what == "datasets":
+        from .runner import data_root as resolve_root
+
+        root = resolve_root(data_root)
+        for col in ("name", "adapter", "task", "metric", "found", "description"):
+            t.add_column(col)
+        for n in list_names("datasets", config_dir):
+            card = load_dataset(n, config_dir)
+            t.add_row(n, card.adapter, card.task, card.primary_metric, _found(card, root), card.description)
+    elif what == "protocols":
+        for col in ("name", "cells", "seeds", "description"):
+            t.add_column(col)
+        for n in list_names("protocols", config_dir):
+            p = load_protocol(n, config_dir)
+            t.add_row(n, str(len(p.cells())), ",".join(map(str, p.seeds)), p.description)
+    else:
+        reg = {"heads": HEADS, "balancers": BALANCERS, "encoders": ENCODERS}[what]
+        t.add_column("name")
+        t.add_column("about")
+        for n, cls in reg.items():
+            t.add_row(n, getattr(cls, "cite", "") or (cls.__doc__ or "").strip().split("\n")[0])
+    console.print(t)
+
+
+def _found(card: Any, root: str | None) -> str:
+    from .config import adapter_options
+    from .registry import DATASETS
+
+    try:
+        adapter = DATASETS.get(card.adapter)(adapter_options(card), data_root=root)
+        return "yes" if adapter.available() else "no"
+    except MMBenchError:
+        return "no"
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path] | None, typer.Argument(help="YAML files or folders (default: every packaged config).")] = None,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Check YAML configs (methods, datasets, protocols): exit 0 if all are valid, 2 with the first error."""
+    from .config import PACKAGE_CONFIGS, load_dataset, load_method, load_protocol
+
+    files: list[Path] = []
+    for p in paths or [PACKAGE_CONFIGS, *[Path(d) for d in config_dir or []]]:
+        if not p.exists():
+            raise MMBenchError(f"{p}: no such file or folder")
+        files.extend(sorted(p.rglob("*.yaml")) if p.is_dir() else [p])
+    loaders = {"methods": load_method, "datasets": load_dataset, "protocols": load_protocol}
+    for f in files:
+        kind = f.parent.name
+        if kind not in loaders:
+            raise MMBenchError(f"{f}: cannot tell its kind (expected it inside a methods/, datasets/ or "
+                               "protocols/ folder)")
+        loaders[kind](str(f), config_dir)
+    console.print(f"{len(files)} config file(s) valid")
+
+
+@app.command()
+def prepare(
+    dataset: Annotated[str, typer.Argument(help="Dataset card name.")],
+    data_root: Annotated[str | None, typer.Option("--data-root", help="Root of real datasets (else $MMBENCH_DATA).")] = None,
+    config_dir: ConfigDirOpt = None,
+) -> None:
+    """Check a dataset's layout, report what was found, and build its decoded-tensor cache."""
+    from .config import adapter_options, load_dataset
+    from .registry import DATASETS
+    from .runner import data_root as resolve_root
+
+    card = load_dataset(dataset, config_dir)
+    adapter = DATASETS.get(card.adapter)(adapter_options(card), data_root=resolve_root(data_root))
+    try:
+        from .data.prepare import prepare_report
+    except ImportError:
+        prepare_report = None
+    if prepare_report is None or not hasattr(adapter, "prepare"):
+        info, splits = adapter.load()
+        console.print(f"{card.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
+        return
+    console.print(prepare_report(adapter))
+
+
+def main() -> None:
+    """Console entry point: user errors -> one line on stderr, exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except MMBenchError as exc:
+        err_console.print(f"[red]mmbench: error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err_console.print("mmbench: interrupted; finished runs are saved, re-run the same command to resume")
+        sys.exit(130)
+    except Exception as exc:  # click usage errors
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,241 @@
+"""The training / early-stopping / evaluation loop.
+
+One optimiser per stage over the parameters that require grad, a cosine (or constant) schedule
+with optional warm-up, gradient clipping, bf16 autocast on CUDA, early stopping on the validation
+primary metric with the best weights restored, and a non-finite loss that fails the run cleanly.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .config import TrainConfig
+from .data.base import Split
+from .data.batch import Batch
+from .errors import RunFailed
+from .metrics import compute_metrics
+from .models.base import Stage
+from .pipeline import Pipeline
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) and ask torch for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if torch.backends.cudnn.is_available():
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA if available else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Loader:
+    """Vectorised mini-batches over a :class:`Split` (rows ``indices``) with a presence mask.
+
+    Shuffling uses its own generator seeded from the run's training seed, so the batch order is
+    reproducible and independent of the missingness draw. In training, a final batch of one row is
+    dropped (BatchNorm cannot normalise a single sample).
+    """
+
+    def __init__(self, split: Split, present: Tensor, batch_size: int, *, shuffle: bool = False,
+                 seed: int = 0, device: torch.device | str = "cpu", indices: Tensor | None = None) -> None:
+        self.split = split
+        self.present = present
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.device = torch.device(device)
+        self.indices = torch.arange(len(split)) if indices is None else indices
+        self._gen = torch.Generator().manual_seed(int(seed))
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.indices) / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        idx = self.indices
+        if self.shuffle:
+            idx = idx[torch.randperm(len(idx), generator=self._gen)]
+        pin = self.device.type == "cuda"
+        for start in range(0, len(idx), self.batch_size):
+            chunk = idx[start:start + self.batch_size]
+            if self.shuffle and len(chunk) < 2:
+                continue
+            batch = self.split.batch(chunk, self.present)
+            yield batch.to(self.device, non_blocking=pin) if self.device.type != "cpu" else batch
+
+
+@dataclass
+class EvalOutput:
+    """Predictions of one split."""
+
+    logits: np.ndarray
+    y: np.ndarray
+    present: np.ndarray
+    index: np.ndarray
+    aux: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def predict(pipeline: Pipeline, loader: Loader, amp: bool = False, save_aux: tuple[str, ...] = ()) -> EvalOutput:
+    """Run the pipeline in eval mode over ``loader`` and gather logits (float32) and named aux tensors."""
+    pipeline.eval()
+    logits, ys, pres, idx = [], [], [], []
+    aux: dict[str, list[Tensor]] = {k: [] for k in save_aux}
+    device_type = loader.device.type
+    for batch in loader:
+        with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp and device_type == "cuda"):
+            out = pipeline(batch)
+        logits.append(out.logits.float().cpu())
+        ys.append(batch.y.cpu())
+        pres.append(batch.present.cpu())
+        idx.append(batch.index.cpu())
+        for k in save_aux:
+            if k in out.aux:
+                aux[k].append(out.aux[k].float().cpu())
+    cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros((0,))  # noqa: E731
+    return EvalOutput(cat(logits), cat(ys), cat(pres), cat(idx), {k: cat(v) for k, v in aux.items() if v})
+
+
+@dataclass
+class FitResult:
+    """What training produced."""
+
+    curves: list[dict[str, Any]]
+    best_epoch: int
+    best_val: float | None
+    train_seconds: float
+    samples_seen: int
+    steps: int
+
+
+def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
+
+
+def _schedule(cfg: TrainConfig, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if warmup_steps and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if cfg.scheduler == "constant":
+            return 1.0
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return factor
+
+
+def count_rows(loader: Loader, rows: Callable[[Batch], Tensor]) -> int:
+    """Training rows that pass a stage's ``rows`` filter."""
+    total = 0
+    for start in range(0, len(loader.indices), 1024):
+        chunk = loader.indices[start:start + 1024]
+        total += int(rows(loader.split.batch(chunk, loader.present)).sum())
+    return total
+
+
+def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, primary_metric: str,
+        task: str, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+    """Train every stage of the method; keep the best validation epoch of stages that select."""
+    method = pipeline.method
+    device_type = loaders["train"].device.type
+    use_amp = cfg.amp and device_type == "cuda"
+    pipeline.balancer.setup(pipeline, loaders)
+    curves: list[dict[str, Any]] = []
+    best_epoch, best_val = -1, None
+    start, samples, steps = time.perf_counter(), 0, 0
+    stages: list[Stage] = method.stages()
+    for stage in stages:
+        if stage.rows is not None:
+            n_rows = count_rows(loaders["train"], stage.rows)
+            if n_rows < stage.min_rows:
+                raise RunFailed(f"stage {stage.name!r} of {type(method).__name__} needs at least {stage.min_rows} "
+                                f"training rows passing its filter, found {n_rows}")
+        method.begin_stage(stage.name)
+        params = [p for p in pipeline.parameters() if p.requires_grad]
+        opt = _optimizer(params, cfg)
+        epochs = stage.epochs if stage.epochs is not None else cfg.epochs
+        per_epoch = len(loaders["train"]) if cfg.max_steps_per_epoch is None else min(
+            len(loaders["train"]), cfg.max_steps_per_epoch)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, _schedule(cfg, max(1, epochs * per_epoch), cfg.warmup_epochs * per_epoch))
+        best_state, stage_best, bad_epochs = None, None, 0
+        for epoch in range(epochs):
+            pipeline.train()
+            sums: dict[str, Tensor] = {}
+            n_batches = 0
+            t0 = time.perf_counter()
+            for step, batch in enumerate(loaders["train"]):
+                if cfg.max_steps_per_epoch is not None and step >= cfg.max_steps_per_epoch:
+                    break
+                if stage.rows is not None:
+                    keep = stage.rows(batch)
+                    if int(keep.sum()) < 2:
+                        continue
+                    batch = batch.select(keep)
+                with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = pipeline(batch)
+                    terms = pipeline.loss_terms(batch, out)
+                total = torch.stack([t.float() for t in terms.values()]).sum()
+                opt.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                opt.step()
+                sched.step()
+                for k, v in terms.items():
+                    sums[k] = sums.get(k, 0.0) + v.detach().float()
+                sums["total"] = sums.get("total", 0.0) + total.detach()
+                n_batches += 1
+                samples += len(batch)
+                steps += 1
+            epoch_seconds = time.perf_counter() - t0
+            losses = {k: float(v) / max(1, n_batches) for k, v in sums.items()}  # one host sync per epoch
+            if not all(math.isfinite(v) for v in losses.values()):
+                bad = [k for k, v in losses.items() if not math.isfinite(v)]
+                raise RunFailed(f"non-finite loss ({', '.join(bad)}) in stage {stage.name!r} epoch {epoch + 1}")
+            val = predict(pipeline, loaders["val"], amp=cfg.amp)
+            val_metrics = compute_metrics(val.logits, val.y, task)
+            score = val_metrics.get(primary_metric)
+            row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": losses, "val": val_metrics,
+                   "lr": opt.param_groups[0]["lr"], "seconds": epoch_seconds}
+            curves.append(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            if not stage.select_best:
+                continue
+            improved = score is not None and (stage_best is None or score > stage_best)
+            if improved:
+                stage_best, bad_epochs = score, 0
+                best_state = copy.deepcopy(pipeline.state_dict())
+                if stage is stages[-1]:
+                    best_epoch, best_val = len(curves), score
+            else:
+                bad_epochs += 1
+                if epoch + 1 >= cfg.min_epochs and bad_epochs >= cfg.patience:
+                    break
+        if best_state is not None:
+            pipeline.load_state_dict(best_state)
+    if best_epoch < 0:  # the last stage never selected (no val score): test the final weights
+        best_epoch = len(curves)
+    return FitResult(curves, best_epoch, best_val, time.perf_counter() - start, samples, steps)
