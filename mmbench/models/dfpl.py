@@ -1,0 +1,240 @@
+"""DFPL: Disentangled Fine-grained Prototype Learning (Zhou et al., arXiv 2606.05455, 2026).
+
+No official code exists; the paper (Sections III-A to III-D, Eq. 1-13, settings of Section IV) is
+the specification. The equations live in :mod:`mmbench.models.dfpl_parts`; this file wires them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.batch import IMAGE, MODALITIES, TABULAR, Batch, Output, zero_absent
+from ..encoders import build_shared_specific
+from ..errors import ConfigError
+from ..losses import masked_mean, task_loss
+from ..registry import register_method
+from . import dfpl_parts as P
+from .base import BuildContext, Method
+
+_BRANCHES = ("shared", "spec")
+
+
+@dataclass(frozen=True)
+class DFPLConfig:
+    """Hyper-parameters of DFPL (paper defaults; Section IV) and the switches of its ablations.
+
+    Attributes:
+        alpha, beta, gamma: loss weights of Eq. 13 (L_cssm; L_div + L_pdis; L_pfa).
+        delta: similarity margin of the diversity loss (Eq. 3).
+        omega: weight of the specific-prototype OT term, ``L_pali = L_pali^shared + omega L_pali^spec``
+            (the paper calls it "a small weighting factor" without a value; 0.1 is our choice).
+        num_prototypes: K prototypes per branch (Table III: 3, 5, 10, 15).
+        ot_epsilon: entropic regularisation of Eq. 5.
+        sinkhorn_max_iter, sinkhorn_tol, sinkhorn_scaling: POT's batched log-domain Sinkhorn with
+            epsilon-scaling (:func:`~mmbench.models.dfpl_parts.sinkhorn_plan`; scaling 0 = plain).
+        ffn_mult: hidden width of the TPE's FFN (Eq. 2) as a multiple of D (not given in the paper).
+        jsd: how features become distributions for the JSD of Eq. 1 (``softmax`` over D, or
+            ``sigmoid`` per dimension as DrFuse's code).
+        pdis_jsd: also add the JSD alignment term of Eq. 1 to L_pdis (the text says "the same loss
+            as Eq. 1"; Fig. 2 names only the per-modality disentanglement L_pdis^m, our default).
+        sspm, diversity: Table II SSPM on/off; Table III L_div on/off.
+        pfa, pali, cali: Table II PFA on/off; Table IV L_pali / L_cali (each needs ``pfa``).
+        class_prototype: Table IV class prototypes ``gated`` (Eq. 7) / ``global`` / ``prototype``.
+        fusion: Table V ``cma`` / ``concat`` / ``add`` (Table II "CMA off" = ``concat``).
+        scale: Table V rows of H used by the fusion: ``multi`` (Eq. 10) / ``global`` / ``prototype``.
+    """
+
+    alpha: float = 1.0
+    beta: float = 0.1
+    gamma: float = 0.1
+    delta: float = 0.2
+    omega: float = 0.1
+    num_prototypes: int = 5
+    ot_epsilon: float = 0.1
+    sinkhorn_max_iter: int = 100
+    sinkhorn_tol: float = 1e-4
+    sinkhorn_scaling: float = 0.5
+    ffn_mult: float = 4.0
+    jsd: Literal["softmax", "sigmoid"] = "softmax"
+    pdis_jsd: bool = False
+    sspm: bool = True
+    diversity: bool = True
+    pfa: bool = True
+    pali: bool = True
+    cali: bool = True
+    class_prototype: Literal["gated", "global", "prototype"] = "gated"
+    fusion: Literal["cma", "concat", "add"] = "cma"
+    scale: Literal["multi", "global", "prototype"] = "multi"
+
+    def __post_init__(self) -> None:
+        if self.num_prototypes < 1:
+            raise ConfigError(f"num_prototypes must be >= 1, got {self.num_prototypes}")
+        if self.ot_epsilon <= 0:
+            raise ConfigError(f"ot_epsilon must be > 0, got {self.ot_epsilon}")
+        if not 0.0 <= self.delta <= 1.0:
+            raise ConfigError(f"delta must be in [0, 1], got {self.delta}")
+        if self.pfa and not self.sspm:
+            raise ConfigError("pfa needs the prototypes of sspm: set pfa=false when sspm=false")
+        if self.scale == "prototype" and not self.sspm:
+            raise ConfigError("scale='prototype' needs the prototypes of sspm")
+
+    def rows(self) -> tuple[int, ...]:
+        """Rows of H (Eq. 10) the fusion uses: the scale's rows, global only without SSPM."""
+        return P.SCALE_ROWS[self.scale if self.sspm else "global"]
+
+
+@register_method("dfpl")
+class DFPL(Method):
+    """DFPL: shared/specific token encoders, SSPM prototypes (Eq. 2-3), PFA alignment (Eq. 4-8) and
+    CMA class-query fusion (Eq. 9-11), trained with Eq. 13.
+
+    Loss entries (each already weighted): ``task`` (Eq. 12), ``tdis`` and ``tali`` (alpha x Eq. 1),
+    ``div`` and ``pdis`` (beta x Eq. 3 and the prototype-level Eq. 1), ``pali_shared``,
+    ``pali_spec`` (gamma x Eq. 5, the latter times omega) and ``cali`` (gamma x Eq. 8). A term that
+    involves a modality is averaged over the rows that have it; cross-modal terms (JSD, OT, L_cali)
+    over complete rows only, and class prototypes of modality m over the rows with m.
+
+    Choices where the paper is silent or differs from mmbench:
+      * Eq. 12 is BCE for multi-label tasks; multi-class tasks use softmax cross-entropy.
+      * The classifier after CMA is a per-class linear read-out of Z (Query2Label's).
+      * Global features are the mean of the encoder tokens (the tabular [CLS] is not a token).
+      * The OT gradient is the envelope gradient (the plan is not differentiated through Sinkhorn).
+      * JSD: softmax over the feature dimension by default (``jsd="sigmoid"``: DrFuse's code).
+      * omega = 0.1 (no value in the paper); FFN width 4 D; queries initialised N(0, 1).
+      * Absent inputs are re-zeroed here (the paper zero-fills them), and every per-modality feature
+        of an absent row is replaced by zeros before it reaches an output.
+    """
+
+    Config = DFPLConfig
+    cite = ("Zhou et al., Disentangled Fine-Grained Prototype Learning for Incomplete Image-Tabular "
+            "Classification, arXiv 2606.05455, 2026")
+    save_aux: tuple[str, ...] = ("cma_attention",)
+
+    def __init__(self, ctx: BuildContext, cfg: DFPLConfig) -> None:
+        super().__init__(ctx, cfg)
+        d, c = ctx.hidden, ctx.info.num_classes
+        self.encoders = nn.ModuleDict({m: build_shared_specific(m, ctx.info, ctx.encoders, d)
+                                       for m in MODALITIES})
+        if cfg.sspm:
+            k = cfg.num_prototypes
+            self.tpe = nn.ModuleDict({f"{b}_{m}": P.TokenPrototypeExtractor(d, k, cfg.ffn_mult)
+                                      for m in MODALITIES for b in _BRANCHES})
+        if cfg.pfa and cfg.cali:
+            self.class_gate = P.ClassPrototypeGate(d, cfg.class_prototype)
+        self.rows = cfg.rows()
+        if cfg.fusion == "cma":
+            self.cma = P.ClassAwareAggregation(d, c)
+        elif cfg.fusion == "concat":
+            self.classifier = nn.Linear(d * len(self.rows), c)
+        else:
+            self.classifier = nn.Linear(d, c)
+        if cfg.fusion != "cma":
+            self.save_aux = ()
+
+    def embed_dims(self) -> dict[str, int]:
+        """Each modality's embedding is ``[t_shared; t_spec]`` (2 D)."""
+        return {m: 2 * self.ctx.hidden for m in self.modalities}
+
+    def forward(self, batch: Batch) -> Output:
+        """Encode, extract prototypes, build H (Eq. 9-10) and classify (Eq. 11 or concat/add)."""
+        cfg = self.cfg
+        present = batch.present
+        inputs = zero_absent(batch.inputs, present)
+        aux: dict[str, Tensor] = {}
+        for j, m in enumerate(MODALITIES):
+            has = present[:, j : j + 1]
+            (tok_sh, _), (tok_sp, _) = self.encoders[m](inputs[m])
+            for b, tok in zip(_BRANCHES, (tok_sh, tok_sp), strict=True):
+                aux[f"t_{b}_{m}"] = torch.where(has, tok.mean(dim=1), 0.0)
+                if cfg.sspm:
+                    protos = self.tpe[f"{b}_{m}"](tok)
+                    aux[f"P_{b}_{m}"] = torch.where(has.unsqueeze(-1), protos, 0.0)
+                    aux[f"p_{b}_{m}"] = aux[f"P_{b}_{m}"].mean(dim=1)
+        h, valid = self._multiscale(aux, present)
+        if cfg.fusion == "cma":
+            logits, attn = self.cma(h, valid)
+            aux["cma_attention"] = attn
+        else:
+            h = h[:, list(self.rows)]
+            logits = self.classifier(h.flatten(1) if cfg.fusion == "concat" else h.sum(dim=1))
+        emb = {m: torch.cat([aux[f"t_shared_{m}"], aux[f"t_spec_{m}"]], dim=1) for m in MODALITIES}
+        return Output(logits=logits, embeddings=emb, aux=aux)
+
+    def _multiscale(self, aux: dict[str, Tensor], present: Tensor) -> tuple[Tensor, Tensor]:
+        """H of Eq. 10 (``B x 6 x D``, zero rows where unavailable) and its validity mask (``B x 6``)."""
+        t_sh = P.fuse_shared(aux["t_shared_image"], aux["t_shared_tabular"], present)
+        zeros = torch.zeros_like(t_sh)
+        if self.cfg.sspm:
+            p_sh = P.fuse_shared(aux["p_shared_image"], aux["p_shared_tabular"], present)
+            p_img, p_tab = aux["p_spec_image"], aux["p_spec_tabular"]
+        else:
+            p_sh = p_img = p_tab = zeros
+        h = torch.stack([aux["t_spec_image"], p_img, t_sh, p_sh, aux["t_spec_tabular"], p_tab], dim=1)
+        valid = P.h_validity(present, self.rows)
+        return torch.where(valid.unsqueeze(-1), h, 0.0), valid
+
+    def losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:
+        """Weighted terms of Eq. 13; a term of an absent modality is omitted for that row."""
+        cfg, a = self.cfg, out.aux
+        has = {"image": batch.present[:, IMAGE], "tabular": batch.present[:, TABULAR]}
+        both = has["image"] & has["tabular"]
+        terms = {"task": task_loss(out.logits, batch.y, self.task)}
+        # Eq. 1: coarse shared-specific modelling on global features.
+        tdis = [masked_mean(P.abs_cosine(a[f"t_shared_{m}"], a[f"t_spec_{m}"]), has[m]) for m in MODALITIES]
+        terms["tdis"] = cfg.alpha * sum(tdis)
+        tali = P.jsd(a["t_shared_image"], a["t_shared_tabular"], cfg.jsd)
+        terms["tali"] = cfg.alpha * masked_mean(tali, both)
+        if not cfg.sspm:
+            return terms
+        # Eq. 3 and prototype-level Eq. 1.
+        if cfg.diversity:
+            terms["div"] = cfg.beta * sum(masked_mean(P.diversity(a[f"P_{b}_{m}"], cfg.delta), has[m])
+                                          for m in MODALITIES for b in _BRANCHES)
+        pdis = sum(masked_mean(P.abs_cosine(a[f"p_shared_{m}"], a[f"p_spec_{m}"]), has[m])
+                   for m in MODALITIES)
+        if cfg.pdis_jsd:
+            pdis = pdis + masked_mean(P.jsd(a["p_shared_image"], a["p_shared_tabular"], cfg.jsd), both)
+        terms["pdis"] = cfg.beta * pdis
+        if not cfg.pfa:
+            return terms
+        if cfg.pali:  # Eq. 4-5 on complete rows
+            shared, spec = self._pali(a, both)
+            terms["pali_shared"] = cfg.gamma * shared
+            terms["pali_spec"] = cfg.gamma * cfg.omega * spec
+        if cfg.cali:  # Eq. 6-8
+            terms["cali"] = cfg.gamma * self._cali(a, batch, has, both)
+        return terms
+
+    def _pali(self, a: dict[str, Tensor], rows: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 5 averaged over ``rows`` for the shared and the specific prototypes (0 without rows).
+
+        Only those rows' problems are solved, shared and specific in one batched Sinkhorn call.
+        """
+        if not bool(rows.any()):
+            zero = a["P_shared_image"].sum() * 0.0
+            return zero, zero
+        cost = torch.cat([P.squared_distances(a[f"P_{b}_image"][rows], a[f"P_{b}_tabular"][rows])
+                          for b in _BRANCHES])
+        c = self.cfg
+        value = P.entropic_ot(cost, c.ot_epsilon, c.sinkhorn_max_iter, c.sinkhorn_tol, c.sinkhorn_scaling)
+        shared, spec = value.chunk(2)
+        return shared.mean(), spec.mean()
+
+    def _cali(self, a: dict[str, Tensor], batch: Batch, has: dict[str, Tensor], both: Tensor) -> Tensor:
+        """Eq. 8 averaged over complete rows, with class prototypes of Eq. 6-7 per modality."""
+        y = batch.y
+        targets = y.float() if self.task == "multilabel" else F.one_hot(y.long(), self.num_classes).float()
+        nu, seen = {}, []
+        for m in MODALITIES:
+            glo, ok = P.class_means(a[f"t_shared_{m}"], targets, has[m])
+            proto, _ = P.class_means(a[f"p_shared_{m}"], targets, has[m])
+            nu[m] = self.class_gate(glo, proto)
+            seen.append(ok)
+        classes = seen[0] & seen[1]  # classes present in the batch for both modalities
+        per_row = P.cali(a["p_shared_image"], nu["image"], a["p_shared_tabular"], nu["tabular"], classes)
+        return masked_mean(per_row, both)
