@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from filelock import FileLock
 
 from .config import SCHEMA_VERSION, RunSpec
 from .errors import MMBenchError
@@ -27,6 +28,16 @@ REQUIRED_KEYS = ("schema_version", "run_id", "status", "spec", "primary_metric",
 def record_path(output_dir: str | Path, spec: RunSpec) -> Path:
     """Where the record of ``spec`` lives."""
     return Path(output_dir) / spec.dataset["name"] / spec.method["name"] / f"{spec.short_name()}.json"
+
+
+def run_lock(path: Path) -> FileLock:
+    """An inter-process lock for the record at ``path`` (file ``<stem>.lock`` beside it).
+
+    Held around skip-check + run + write, so two workers (local pool, Slurm array, two ``mmbench
+    run`` invocations) never run the same cell at once: the second waits, then finds the record.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return FileLock(path.with_suffix(".lock"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -23,7 +23,7 @@ from .metrics import compute_metrics, metrics_by_pattern
 from .models.base import BuildContext
 from .pipeline import Pipeline
 from .protocols import combine, mask_hash, pattern_counts, simulate_presence
-from .records import existing_ok, record_path, write_predictions, write_record
+from .records import existing_ok, record_path, run_lock, write_predictions, write_record
 from .registry import BALANCERS, DATASETS, ENCODERS, HEADS, METHODS
 from .train import Loader, fit, predict, resolve_device, seed_everything
 from .typed import from_dict
@@ -118,8 +118,16 @@ def execute(spec: RunSpec, output_dir: str | Path, *, force: bool = False, root:
 
     Bad user input (``MMBenchError``) propagates and writes nothing. A run that fails (non-finite
     loss, a stage without rows, or a bug) still writes a record with status ``failed`` and the error.
+    A per-record file lock makes concurrent workers on the same cell run it once.
     """
     path = record_path(output_dir, spec)
+    with run_lock(path):
+        return _execute_locked(spec, path, force=force, root=root, protocol=protocol, on_epoch=on_epoch)
+
+
+def _execute_locked(spec: RunSpec, path: Path, *, force: bool, root: str | None, protocol: str | None,
+                    on_epoch: Callable[[dict[str, Any]], None] | None) -> tuple[dict[str, Any], bool]:
+    """Body of :func:`execute`, called with the record's lock held."""
     if not force:
         rec = existing_ok(path, spec.run_id)
         if rec is not None:
