@@ -179,8 +179,9 @@ class DMRNet(Method):
     def forward(self, batch: Batch) -> Output:
         """Encoders -> features zeroed where absent -> Gaussian embedding -> linear classifier."""
         present = batch.present
+        batch = batch.with_present(present)  # really absent inputs are zero (as collate makes them)
         if self.training and self.cfg.modality_dropout:
-            present = self._training_view(present)
+            present = self._training_view(present)  # simulated drops: real input, zeroed output
         feats = {}
         for j, m in enumerate(MODALITIES):
             _, pooled = self.encoders[m](batch.inputs[m])

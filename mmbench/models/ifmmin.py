@@ -306,7 +306,7 @@ class IFMMIN(Method):
         present = batch.present
         if self.training and self.stage == "student":
             present = self._student_view(batch.present)
-            batch = batch.with_present(present)
+        batch = batch.with_present(present)  # zero the inputs of every absent modality (native)
         e = self._embed(self.encoders, batch)
         h = self.inv(e)
         keep = present.unsqueeze(-1).to(e.dtype)
@@ -332,8 +332,8 @@ class IFMMIN(Method):
                                                 batch.present[:, IMAGE], batch.present[:, TABULAR])
             return terms
         true, seen = batch.present, out.aux["present_used"]
-        with torch.no_grad():
-            t_e = self._embed(self.teacher["encoders"], batch)  # teacher embeddings of the real inputs
+        with torch.no_grad():  # teacher embeddings of the real inputs (absent ones zeroed, then masked out)
+            t_e = self._embed(self.teacher["encoders"], batch.with_present(true))
             t_h = self.teacher["inv"](t_e)
             if cfg.recon_target == "missing":
                 target, cover = t_e, true & ~seen
