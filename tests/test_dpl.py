@@ -17,6 +17,15 @@ from mmbench.registry import HEADS
 R2 = 1 / math.sqrt(2)
 COMPLETE, IMG_ONLY, TAB_ONLY, NONE = (True, True), (True, False), (False, True), (False, False)
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread avoids oversubscribing a shared CPU (restored after)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def make_head(K: int = 2, D: int = 2, task: str = "multiclass", **cfg: object) -> DPLHead:
     info = DataInfo(name="toy", task=task, num_classes=K, image_shape=(3, 8, 8))

@@ -1,0 +1,347 @@
+"""The ``mce`` balancer: Modality Capability Enhancement (Zhao et al., Pattern Recognition 172, 2026).
+
+MCE adds, to the method's own objective, per-modality terms re-weighted by learning factors (LCE)
+and two representation tasks (RCE), using the method only through the presence mask:
+
+* LCE (methods.md §5.4): dataset-level ``a_m = N / N_m`` (inverse availability of m in the training
+  split) and batch-level ``b_m = max(0, c_m - phi_m) / n_m``, where ``c_m`` counts the batch rows with
+  m that a frozen unimodal *reference* predictor of m classifies correctly, ``phi_m`` is the Shapley
+  value of m for ``v(S)`` = correct fused predictions with only the modalities ``S`` kept (summed
+  over the rows whose available set contains S; the full set reuses the main prediction), and
+  ``n_m`` counts the rows with m. Both are computed without gradient and scale the terms of m.
+* RCE (methods.md §5.5): subset prediction, the classification loss with the method re-run on each
+  non-empty proper subset S of a row's available set A_i, weighted ``1 / (2^|A_i| - 1)``, summed and
+  divided by the rows with any modality; cross-modal completion, L1 between the full-input embedding
+  of each modality in ``A_i - S`` and its completion from the subset forward, same normalisation.
+* Unimodal ("sep") terms: a classifier per modality on the main forward's pooled embedding.
+
+Total added to the method/head terms: ``w_rec L_rec + w_sep L_sep + w_sub L_sub`` (Eq. of §5.5).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ..data.batch import MODALITIES, Batch, Output
+from ..encoders import build_encoder
+from ..losses import task_loss, task_loss_per_sample
+from ..models.base import BuildContext
+from ..registry import register_balancer
+from ..shapley import shapley_table
+from .base import Balancer
+
+if TYPE_CHECKING:
+    from ..pipeline import Pipeline
+    from ..train import Loader
+
+
+@dataclass(frozen=True)
+class MCEConfig:
+    """Hyper-parameters of MCE (defaults: the official IEMOCAP script, methods.md §5.5).
+
+    Attributes:
+        w_rec, w_sep, w_sub: weights of cross-modal completion, unimodal and subset-prediction terms.
+        use_a: scale each modality's terms by the dataset-level factor a_m.
+        use_b: scale them by the batch-level Shapley factor b_m (needs the reference predictors).
+        shapley: ``textbook`` Shapley formula, or ``mce_official``: the official code's variant
+            (marginals taken against the singleton, methods.md §5.4).
+        ref_epochs: epochs of the reference-predictor stage run in ``setup`` (first stage of the run).
+        ref_lr: Adam learning rate of that stage.
+        cache_reference: score the frozen reference predictors once on the training split after their
+            stage and look the per-row correctness up by row index (exact for datasets without random
+            augmentation); False re-runs them on every batch, as the official code does.
+        detach_rec_target: stop the gradient through the full-input target of the completion L1
+            (the official code does not: False).
+    """
+
+    w_rec: float = 1.0
+    w_sep: float = 1.0
+    w_sub: float = 2.0
+    use_a: bool = True
+    use_b: bool = True
+    shapley: Literal["textbook", "mce_official"] = "textbook"
+    ref_epochs: int = 5
+    ref_lr: float = 1e-3
+    cache_reference: bool = True
+    detach_rec_target: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("w_rec", "w_sep", "w_sub", "ref_lr"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.ref_epochs < 1 and self.use_b:
+            raise ValueError("use_b needs trained reference predictors: ref_epochs must be >= 1")
+
+
+class ReferencePredictor(nn.Module):
+    """Unimodal reference model of one modality: a fresh encoder and a linear classifier."""
+
+    def __init__(self, modality: str, ctx: BuildContext) -> None:
+        super().__init__()
+        self.modality = modality
+        self.encoder = build_encoder(modality, ctx.info, ctx.encoders, ctx.hidden)
+        self.fc = nn.Linear(ctx.hidden, ctx.info.num_classes)
+
+    def forward(self, inputs: dict[str, Tensor]) -> Tensor:
+        """Logits from this modality's inputs."""
+        return self.fc(self.encoder(inputs)[1])
+
+
+def correct(logits: Tensor, y: Tensor, task: str) -> Tensor:
+    """Per-row correctness in [0, 1]: argmax hit (multi-class/binary), fraction of labels right
+    with threshold logit > 0 (multi-label)."""
+    if task == "multilabel":
+        return ((logits.detach() > 0) == (y > 0.5)).float().mean(dim=1)
+    return (logits.detach().argmax(dim=1) == y).float()
+
+
+@register_balancer("mce")
+class MCEBalancer(Balancer):
+    """MCE's learning factors and capability-enhancement terms (methods.md §5), for any method.
+
+    Deviations from the official code (also in ``methods/late_fusion+mce.yaml`` notes):
+      * Subsets are forced through the presence mask (``batch.with_present``): the whole pipeline
+        (encoders included) is re-run on the subset rows, where the official code re-runs only its
+        fusion transformer on cached features. One batched forward covers every (row, subset) pair.
+      * A method's embedding of an absent modality is zero by contract, so the completion target is
+        predicted by a small MLP per modality from the subset forward's embeddings (the role of the
+        official fusion transformer's zeroed token); the unimodal heads are likewise owned here.
+      * The unimodal term sums CE over the rows with m and divides by the rows with any modality;
+        the official code's masked logits add a constant log C per absent row, which has no gradient.
+      * The reference predictors are trained in ``setup`` (``ref_epochs``, Adam ``ref_lr``) on the
+        rows where their modality is available, then frozen; the official code loads checkpoints.
+      * The Shapley players are the modalities present somewhere in the batch; one absent from the
+        whole batch gets b_m = 0 (the official code fails there, methods.md Addendum).
+      * The terms are added in training only; evaluation losses are the method's (and head's).
+    """
+
+    Config = MCEConfig
+    cite = ("Zhao et al., MCE: Towards a General Framework for Handling Missing Modalities under "
+            "Imbalanced Missing Rates, Pattern Recognition 172 (2026) 112591")
+
+    def __init__(self, ctx: BuildContext, embed_dims: dict[str, int], cfg: MCEConfig) -> None:
+        super().__init__(ctx, embed_dims, cfg)
+        self.task = ctx.info.task
+        self.mods = [m for m in MODALITIES if embed_dims.get(m)]
+        self.slots = [(m, MODALITIES.index(m)) for m in self.mods]
+        n_in = sum(embed_dims[m] for m in self.mods)
+        C = ctx.info.num_classes
+        self.unimodal = nn.ModuleDict({m: nn.Sequential(nn.Linear(embed_dims[m], embed_dims[m]), nn.ReLU(),
+                                                        nn.Linear(embed_dims[m], C)) for m in self.mods})
+        self.completion = nn.ModuleDict({m: nn.Sequential(nn.Linear(n_in, embed_dims[m]), nn.GELU(),
+                                                          nn.Linear(embed_dims[m], embed_dims[m]))
+                                         for m in self.mods})
+        self.references = (nn.ModuleDict({m: ReferencePredictor(m, ctx) for m in self.mods})
+                           if cfg.use_b else None)
+        M = len(MODALITIES)
+        self.register_buffer("a", torch.ones(M), persistent=False)
+        self.register_buffer("shapley_w", shapley_table(M, cfg.shapley).float(), persistent=False)
+        self.register_buffer("ref_correct", torch.zeros(0, M), persistent=False)
+        self._ready = False
+        self._frozen = False
+        #: last step's factors (a, b, phi, c) for inspection; not loss terms
+        self.stats: dict[str, Tensor] = {}
+
+    # ------------------------------------------------------------------------------------- setup
+    def train(self, mode: bool = True) -> MCEBalancer:
+        """Keep the frozen reference predictors in eval mode."""
+        super().train(mode)
+        if self.references is not None and self._frozen:
+            self.references.eval()
+        return self
+
+    def setup(self, pipeline: Pipeline, loaders: dict[str, Loader]) -> None:
+        """a_m from the training presence mask; train, freeze (and score) the reference predictors."""
+        train = loaders["train"]
+        rows = getattr(train, "indices", None)
+        present = train.present if rows is None else train.present[rows]
+        present = present.to(torch.bool)
+        n_any = present.any(dim=1).sum().float()
+        n_m = present.sum(dim=0).float()
+        a = torch.where(n_m > 0, n_any / n_m.clamp_min(1.0), torch.zeros_like(n_m))
+        self.a.copy_(a.to(self.a.device))
+        if self.references is not None:
+            self._train_references(train)
+            if self.cfg.cache_reference:
+                self._score_references(train)
+        self._ready = True
+
+    def _batches(self, loader: Loader, shuffle: bool, generator: torch.Generator | None = None):
+        rows = getattr(loader, "indices", None)
+        rows = torch.arange(len(loader.split)) if rows is None else rows
+        if shuffle:
+            rows = rows[torch.randperm(len(rows), generator=generator)]
+        device = getattr(loader, "device", self.a.device)
+        bs = int(loader.batch_size)
+        for start in range(0, len(rows), bs):
+            yield loader.split.batch(rows[start:start + bs], loader.present).to(device)
+
+    def _train_references(self, loader: Loader) -> None:
+        assert self.references is not None
+        self._frozen = False
+        self.references.train()
+        for p in self.references.parameters():
+            p.requires_grad_(True)
+        opt = torch.optim.Adam(self.references.parameters(), lr=self.cfg.ref_lr)
+        # own generator (from the run's seed): the trainer's loader order is left untouched
+        gen = torch.Generator().manual_seed(torch.initial_seed() % (2**63))
+        for _ in range(self.cfg.ref_epochs):
+            for batch in self._batches(loader, shuffle=True, generator=gen):
+                loss = None
+                for m, j in self.slots:
+                    keep = batch.present[:, j]
+                    if int(keep.sum()) < 2:  # BatchNorm needs two rows
+                        continue
+                    sub = batch.select(keep)
+                    term = task_loss(self.references[m](sub.inputs[m]), sub.y, self.task)
+                    loss = term if loss is None else loss + term
+                if loss is not None:
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+        for p in self.references.parameters():
+            p.requires_grad_(False)
+        self.references.eval()
+        self._frozen = True
+
+    @torch.no_grad()
+    def _score_references(self, loader: Loader) -> None:
+        assert self.references is not None
+        table = torch.zeros(len(loader.split), len(MODALITIES), device=self.a.device)
+        for batch in self._batches(loader, shuffle=False):
+            table[batch.index.to(table.device)] = self._reference_correct(batch).to(table.device)
+        self.ref_correct = table
+
+    @torch.no_grad()
+    def _reference_correct(self, batch: Batch) -> Tensor:
+        """``B x M`` correctness of the reference predictors (0 where the modality is absent)."""
+        assert self.references is not None
+        out = torch.zeros(len(batch), len(MODALITIES), device=batch.present.device)
+        for m, j in self.slots:
+            hit = correct(self.references[m](batch.inputs[m]), batch.y, self.task)
+            out[:, j] = hit * batch.present[:, j].float()
+        return out
+
+    # ------------------------------------------------------------------------------------ losses
+    def _task_per_sample(self, pipeline: Pipeline, batch: Batch, out: Output) -> Tensor:
+        """The classification loss per row, as the head defines it (DPL: ArcFace) or CE/BCE."""
+        fn = getattr(pipeline.head, "per_sample_task_loss", None) if pipeline.head.replaces_task else None
+        if fn is not None:
+            return fn(batch, out)
+        return task_loss_per_sample(out.logits, batch.y, self.task)
+
+    def factors(self, batch: Batch, main_correct: Tensor, sub_pattern: Tensor, sub_correct: Tensor,
+                reference_correct: Tensor) -> tuple[Tensor, Tensor]:
+        """(b, phi): the batch-level factor of each modality slot and its Shapley value (no grad).
+
+        ``v(S)`` sums the correct predictions of the rows whose available set is S (main forward)
+        and of the subset forwards with pattern S; ``c_m`` sums ``reference_correct`` over the rows
+        with m; ``b_m = max(0, c_m - phi_m) / n_m`` (0 where ``n_m = 0``).
+        """
+        pres = batch.present.to(torch.bool)
+        M = pres.shape[1]
+        bits = 2 ** torch.arange(M, device=pres.device)
+        pattern = presence_pattern(pres)
+        v = torch.zeros(2**M, device=pres.device)
+        v.index_add_(0, pattern, main_correct.float())
+        v.index_add_(0, sub_pattern, sub_correct.float())
+        v[0] = 0.0
+        players = (pres.any(dim=0).long() * bits).sum()
+        phi = self.shapley_w.to(v.device)[players] @ v
+        c = (reference_correct.float() * pres.float()).sum(dim=0)
+        n = pres.float().sum(dim=0)
+        b = torch.where(n > 0, (c - phi).clamp_min(0.0) / n.clamp_min(1.0), torch.zeros_like(n))
+        return b, phi
+
+    def losses(self, pipeline: Pipeline, batch: Batch, out: Output,
+               terms: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Add ``mce_sub``, ``mce_rec_<m>`` and ``mce_sep_<m>`` (each weighted) in training."""
+        if not self.training:
+            return terms
+        if not self._ready:
+            raise RuntimeError("balancer 'mce': setup(pipeline, loaders) must run before training "
+                               "(it measures availability and trains the reference predictors)")
+        cfg = self.cfg
+        pres = batch.present.to(torch.bool)
+        M = pres.shape[1]
+        bits = 2 ** torch.arange(M, device=pres.device)
+        pattern = presence_pattern(pres)
+        n_any = (pattern > 0).sum().float().clamp_min(1.0)
+        # one forward for every (row, non-empty proper subset of its available set)
+        row_idx, sub_pat, weight = subset_rows(pres)
+        zero = out.logits.new_zeros(()).float()
+        if len(row_idx):
+            keep = ((sub_pat[:, None] & bits) > 0)
+            sub = batch.select(row_idx).with_present(keep)
+            sub_out = pipeline(sub)
+            l_sub = (weight * self._task_per_sample(pipeline, sub, sub_out).float()).sum() / n_any
+            sub_correct = correct(sub_out.logits, sub.y, self.task)
+        else:
+            sub_out, l_sub = None, zero
+            sub_correct = out.logits.new_zeros(0)
+        main_correct = correct(out.logits, batch.y, self.task)
+        if self.references is not None:
+            if cfg.cache_reference and self.ref_correct.shape[0] > int(batch.index.max()):
+                ref = self.ref_correct.to(pres.device)[batch.index]
+            else:
+                ref = self._reference_correct(batch)
+            b, phi = self.factors(batch, main_correct, sub_pat, sub_correct, ref)
+        else:
+            b, phi = torch.ones(M, device=pres.device), torch.zeros(M, device=pres.device)
+        a = self.a.to(pres.device) if cfg.use_a else torch.ones(M, device=pres.device)
+        factor = (a * b).detach()
+        self.stats = {"a": a.detach(), "b": b.detach(), "phi": phi.detach()}
+
+        new = dict(terms)
+        new["mce_sub"] = cfg.w_sub * l_sub
+        # cross-modal completion: modality m in A_i - S predicted from the subset forward's embeddings
+        if sub_out is not None:
+            src = torch.cat([sub_out.embeddings[k].float() * sub.present[:, c : c + 1].float()
+                             for k, c in self.slots], dim=1)
+        for m, j in self.slots:
+            if sub_out is not None:
+                target_rows = ((pattern[row_idx] & ~sub_pat) & (1 << j)) > 0
+                pred = self.completion[m](src)
+                target = out.embeddings[m][row_idx].float()
+                if cfg.detach_rec_target:
+                    target = target.detach()
+                l1 = (pred - target).abs().mean(dim=1)
+                l_rec = (weight * l1 * target_rows.float()).sum() / n_any
+            else:
+                l_rec = zero
+            new[f"mce_rec_{m}"] = cfg.w_rec * factor[j] * l_rec
+        # unimodal terms on the main forward's embeddings, mean over modalities
+        for m, j in self.slots:
+            ce = task_loss_per_sample(self.unimodal[m](out.embeddings[m].float()), batch.y, self.task)
+            l_sep = (ce * pres[:, j].float()).sum() / n_any
+            new[f"mce_sep_{m}"] = cfg.w_sep * factor[j] * l_sep / len(self.mods)
+        return new
+
+
+def presence_pattern(present: Tensor) -> Tensor:
+    """Bitmask of each row's available set (bit j = modality slot j present)."""
+    bits = 2 ** torch.arange(present.shape[1], device=present.device)
+    return (present.to(torch.long) * bits).sum(dim=1)
+
+
+def subset_rows(present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Every (row i, non-empty proper subset S of its available set A_i), ordered by S then row.
+
+    Returns the row indices, the subsets as bitmasks, and the normalisation weight
+    ``1 / (2^|A_i| - 1)`` of methods.md §5.5 for each pair. Rows with a single modality have no
+    proper subset and do not appear.
+    """
+    M = present.shape[1]
+    pattern = presence_pattern(present)
+    rows, subs = [], []
+    for s in range(1, 2**M):
+        idx = (((pattern & s) == s) & (pattern != s)).nonzero(as_tuple=True)[0]
+        rows.append(idx)
+        subs.append(torch.full_like(idx, s))
+    row_idx, sub_pat = torch.cat(rows), torch.cat(subs)
+    size = sum((pattern[row_idx] >> j) & 1 for j in range(M)).float()
+    return row_idx, sub_pat, 1.0 / (2.0**size - 1.0)
