@@ -1,4 +1,4 @@
-"""The ``mmbench`` command line (Typer): run, table, check, ls, validate, prepare."""
+"""The ``mmbench`` command line (Typer): run, table, check, ls, validate, prepare, plot, stats."""
 
 from __future__ import annotations
 
@@ -219,6 +219,9 @@ def table(
     metric: Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="md | csv | latex | html")] = "md",
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file (atomically) instead of stdout.")] = None,
+    stats_: Annotated[bool, typer.Option("--stats", help="Dagger on methods not significantly different from the row's best.")] = False,
+    stats_test: Annotated[str, typer.Option("--stats-test", help="wilcoxon (paired by seed) | bootstrap (paired over test samples, from the .npz predictions).")] = "wilcoxon",
+    alpha: Annotated[float, typer.Option(help="Significance level for --stats (Holm-adjusted within the row).")] = 0.05,
 ) -> None:
     """Comparison table (mean ± std over seeds, best per row marked) built only from records."""
     from .metrics import METRICS
@@ -230,7 +233,7 @@ def table(
     if metric is not None and metric not in METRICS:
         raise MMBenchError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
     recs = _filter(load_records(results), dataset, method, protocol, results)
-    text = render(recs, fmt, metric)
+    text = _render_stats(recs, fmt, metric, stats_test, alpha, results) if stats_ else render(recs, fmt, metric)
     if out is None:
         sys.stdout.write(text)
     else:
@@ -394,10 +397,159 @@ def prepare(
     console.print(prepare_report(adapter))
 
 
+def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: float, results: Path) -> str:
+    from .report.stats import min_wilcoxon_p, prediction_paths, render_with_stats
+
+    if test not in ("wilcoxon", "bootstrap"):
+        raise MMBenchError(f"--stats-test {test!r}: expected wilcoxon or bootstrap")
+    preds = prediction_paths(results) if test == "bootstrap" else None
+    text, comp = render_with_stats(recs, fmt, metric, test=test, alpha=alpha, predictions=preds)
+    n = comp.loc[~comp["best"], "n"] if len(comp) else []
+    if test == "wilcoxon" and len(n) and int(n.min()) < 6:
+        k = int(n.min())
+        err_console.print(f"[yellow]warning:[/] some cells have only {k} paired seed(s): with fewer than 6 seeds "
+                          f"the exact two-sided Wilcoxon p is at least 2/2^{k} = {min_wilcoxon_p(k):.3g}, so it "
+                          "cannot reach p < 0.05 and every method there gets a dagger; use >= 6 seeds or "
+                          "--stats-test bootstrap", highlight=False)
+    return text
+
+
+@app.command()
+def plot(
+    results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
+    kind: Annotated[str, typer.Option(help="curve (metric vs missing rate) | patterns (per-pattern bars + ceiling) | seeds (box plot over seeds).")] = "curve",
+    out: Annotated[Path, typer.Option("--out", help="Output file; written as <stem>.png and <stem>.pdf.")] = Path("results/plots/curve.png"),
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Only runs made under this protocol.")] = None,
+    scenario: Annotated[list[str] | None, typer.Option(help="Only these scenarios.")] = None,
+    rate: Annotated[list[float] | None, typer.Option(help="Only these train missing rates.")] = None,
+    test_rate: Annotated[list[float] | None, typer.Option("--test-rate", help="Only these test missing rates.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")] = None,
+    x: Annotated[str, typer.Option("--x", help="Curve axis: auto | test_rate (test sweeps) | rate (train = test rate).")] = "auto",
+) -> None:
+    """Draw a figure from run records only (PNG and PDF, written atomically)."""
+    from .records import load_records
+    from .report.plots import PLOTS
+
+    if kind not in PLOTS:
+        raise MMBenchError(f"--kind {kind!r}: expected one of {', '.join(PLOTS)}")
+    _check_metric(metric)
+    recs = _filter_cells(_filter(load_records(results), dataset, method, protocol, results), scenario, rate,
+                         test_rate, results)
+    paths = PLOTS[kind](recs, out, metric, x=x) if kind == "curve" else PLOTS[kind](recs, out, metric)
+    console.print("wrote " + ", ".join(str(p) for p in paths))
+
+
+def _check_metric(metric: str | None) -> None:
+    from .metrics import METRICS
+
+    if metric is not None and metric not in METRICS:
+        raise MMBenchError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
+
+
+def _filter_cells(recs: list, scenario: list[str] | None, rate: list[float] | None, test_rate: list[float] | None,
+                  where: Path) -> list:
+    def near(v: Any, targets: list[float]) -> bool:
+        return v is not None and any(abs(float(v) - t) < 1e-9 for t in targets)
+
+    if scenario:
+        recs = [r for r in recs if r["labels"].get("scenario") in scenario]
+    if rate:
+        recs = [r for r in recs if near(r["labels"].get("rate"), rate)]
+    if test_rate:
+        recs = [r for r in recs if near(r["labels"].get("test_rate"), test_rate)]
+    if not recs:
+        raise MMBenchError(f"no run records under {where} match the given filters")
+    return recs
+
+
+@app.command()
+def stats(
+    results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
+    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
+    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")] = None,
+    protocol: Annotated[str | None, typer.Option(help="Only runs made under this protocol.")] = None,
+    metric: Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")] = None,
+    alpha: Annotated[float, typer.Option(help="Significance level (after Holm adjustment).")] = 0.05,
+    x: Annotated[str, typer.Option("--x", help="Missing-rate axis of the AUC: auto | test_rate | rate.")] = "auto",
+    reference: Annotated[str, typer.Option(help="Drop reference: complete (same run's complete rows) | rate0 (run at 0% missing).")] = "complete",
+    csv_dir: Annotated[Path | None, typer.Option("--csv-dir", help="Also write ranks/pairwise/vs_best/auc/drop CSVs here.")] = None,
+) -> None:
+    """Average ranks + Friedman test over cells (seeds averaged), pairwise Wilcoxon-Holm, AUC and drop summaries."""
+    from .records import atomic_write_bytes, load_records
+    from .report import stats as st
+
+    _check_metric(metric)
+    recs = _filter(load_records(results), dataset, method, protocol, results)
+    fr = st.friedman_summary(recs, metric, alpha)
+    t = Table(title=f"Average rank over {fr.n_blocks} cell(s) (dataset x missingness, seeds averaged; 1 = best)",
+              title_justify="left")
+    for col, just in (("rank", "right"), ("method", "left"), ("avg rank", "right"), ("mean (%)", "right")):
+        t.add_column(col, justify=just)
+    for i, r in enumerate(fr.ranks.itertuples(), start=1):
+        t.add_row(str(i), r.method, f"{r.avg_rank:.2f}", _pct(r.mean))
+    console.print(t)
+    if fr.dropped_blocks:
+        console.print(f"[yellow]{fr.dropped_blocks} cell(s) left out: not every method has runs there[/]")
+    if fr.n_methods >= 3 and fr.n_blocks >= 2:
+        console.print(f"Friedman chi2 = {fr.statistic:.3f}, p = {fr.p:.4g} "
+                      f"(k = {fr.n_methods} methods, N = {fr.n_blocks} cells)")
+    else:
+        console.print("Friedman test not computed (needs >= 3 methods and >= 2 cells)")
+    if fr.n_blocks < 6:
+        err_console.print(f"[yellow]warning:[/] {fr.n_blocks} cell(s): a pairwise Wilcoxon test over fewer than 6 "
+                          f"cells cannot reach p < 0.05 (smallest p = {st.min_wilcoxon_p(fr.n_blocks):.3g})",
+                          highlight=False)
+    t = Table(title=f"Pairwise Wilcoxon signed-rank over cells, Holm-adjusted (alpha = {alpha:g})",
+              title_justify="left")
+    for col in ("a", "b", "mean a - b (pp)", "p", "p (Holm)", "significant"):
+        t.add_column(col)
+    for r in fr.pairwise.itertuples():
+        t.add_row(r.a, r.b, f"{100 * r.mean_diff:+.2f}", f"{r.p:.4g}", f"{r.p_holm:.4g}",
+                  "[green]yes[/]" if r.significant else "no")
+    console.print(t)
+    tables = {"ranks": fr.ranks, "pairwise": fr.pairwise, "vs_best": st.compare_to_best(recs, metric, alpha=alpha)}
+    try:
+        auc = st.auc_summary(recs, metric, x)
+    except MMBenchError as exc:
+        console.print(f"[dim]no AUC summary: {exc}[/]")
+    else:
+        tables["auc"] = auc
+        t = Table(title="Area under the metric vs missing-rate curve (normalised by the rate range; %)",
+                  title_justify="left")
+        for col in ("curve", "method", "AUC", "n seeds", "rates"):
+            t.add_column(col)
+        for r in auc.itertuples():
+            t.add_row(r.group, r.method, f"{100 * r.auc:.2f} ± {100 * r.std:.2f}", str(r.n),
+                      f"{r.x_min:g}-{r.x_max:g} ({r.n_points})")
+        console.print(t)
+    try:
+        drop = st.drop_summary(recs, metric, reference)
+    except MMBenchError as exc:
+        console.print(f"[dim]no drop summary: {exc}[/]")
+    else:
+        tables["drop"] = drop
+        t = Table(title=f"Change vs full modality (reference: {reference}; value - reference, pp)",
+                  title_justify="left")
+        for col in ("dataset", "cell", "method", "value (%)", "reference (%)", "delta"):
+            t.add_column(col)
+        for r in drop.itertuples():
+            cell = r.availability if r.test_availability == r.availability else f"{r.availability} -> {r.test_availability}"
+            t.add_row(r.dataset, cell, r.method, _pct(r.value), _pct(r.reference),
+                      f"{100 * r.delta:+.2f} ± {100 * r.std:.2f}")
+        console.print(t)
+    if csv_dir is not None:
+        for name, df in tables.items():
+            atomic_write_bytes(csv_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6f").encode())
+        console.print(f"wrote {', '.join(f'{n}.csv' for n in tables)} to {csv_dir}")
+
+
 def main() -> None:
     """Console entry point: user errors -> one line on stderr, exit code 2."""
     try:
-        app(standalone_mode=False)
+        rc = app(standalone_mode=False)  # click returns the code of a typer.Exit in this mode
+        sys.exit(rc if isinstance(rc, int) else 0)
     except MMBenchError as exc:
         err_console.print(f"[red]mmbench: error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
