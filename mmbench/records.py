@@ -31,13 +31,13 @@ def record_path(output_dir: str | Path, spec: RunSpec) -> Path:
 
 
 def run_lock(path: Path) -> FileLock:
-    """An inter-process lock for the record at ``path`` (file ``<stem>.lock`` beside it).
+    """An inter-process lock for the record at ``path`` (hidden file ``.<stem>.lock`` beside it).
 
     Held around skip-check + run + write, so two workers (local pool, Slurm array, two ``mmbench
     run`` invocations) never run the same cell at once: the second waits, then finds the record.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    return FileLock(path.with_suffix(".lock"))
+    return FileLock(path.with_name(f".{path.stem}.lock"))
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
