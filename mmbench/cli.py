@@ -21,6 +21,7 @@ err_console = Console(stderr=True, width=_WIDTH)
 
 ConfigDirOpt = Annotated[list[str] | None, typer.Option("--config-dir", help="Extra folder with methods/, datasets/, protocols/ YAMLs (searched first).")]
 OutputOpt = Annotated[Path, typer.Option("--output-dir", "-o", help="Folder of run records.")]
+_SLURM = "Slurm (--executor slurm)"
 
 
 def _pct(v: Any) -> str:
@@ -62,6 +63,18 @@ def run(
     executor: Annotated[str, typer.Option(help="sequential | local | slurm.")] = "sequential",
     jobs: Annotated[int, typer.Option(help="Parallel workers for --executor local.")] = 2,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
+    gpus: Annotated[str | None, typer.Option(help="--executor local: GPU ids, one per worker (0,1).")] = None,
+    slurm_partition: Annotated[str | None, typer.Option(help="Partition.", rich_help_panel=_SLURM)] = None,
+    slurm_time: Annotated[str, typer.Option(help="Per run: minutes or 2:00:00.", rich_help_panel=_SLURM)] = "60",
+    slurm_gpus: Annotated[int, typer.Option(help="GPUs per run.", rich_help_panel=_SLURM)] = 0,
+    slurm_cpus: Annotated[int | None, typer.Option(help="CPUs per run.", rich_help_panel=_SLURM)] = None,
+    slurm_mem_gb: Annotated[float | None, typer.Option(help="GB per run.", rich_help_panel=_SLURM)] = None,
+    slurm_array_parallelism: Annotated[int, typer.Option(help="Runs at once.", rich_help_panel=_SLURM)] = 16,
+    slurm_log_dir: Annotated[str | None, typer.Option(help="Default <output-dir>/slurm-logs.",
+                                                      rich_help_panel=_SLURM)] = None,
+    slurm_account: Annotated[str | None, typer.Option(help="Account.", rich_help_panel=_SLURM)] = None,
+    slurm_qos: Annotated[str | None, typer.Option(help="QOS.", rich_help_panel=_SLURM)] = None,
+    slurm_cluster: Annotated[str, typer.Option(hidden=True, help="slurm | debug (in-process) | local.")] = "slurm",
 ) -> None:
     """Train and evaluate methods on datasets under a missingness protocol; one record per run."""
     from .config import load_protocol, parse_seeds, parse_set, resolve
@@ -71,6 +84,14 @@ def run(
 
     if executor not in EXECUTORS:
         raise MMBenchError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    slurm_opts = None
+    if executor == "slurm":
+        from .slurm import SlurmOptions
+
+        slurm_opts = SlurmOptions(partition=slurm_partition, time=slurm_time, gpus_per_node=slurm_gpus,
+                                  cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
+                                  array_parallelism=slurm_array_parallelism, log_dir=slurm_log_dir,
+                                  account=slurm_account, qos=slurm_qos, cluster=slurm_cluster)
     overrides = parse_set(set_)
     proto_name = None
     if protocol:
@@ -110,7 +131,8 @@ def run(
     console.print(f"[bold]mmbench run[/]: {len(specs)} run(s), {sum(cached)} already done "
                   f"-> {output_dir}  (executor: {executor})")
     results = _execute(specs, output_dir, force=force, root=data_root, protocol=proto_name,
-                       executor=executor, jobs=jobs)
+                       executor=executor, jobs=jobs, gpus=gpus.split(",") if gpus else None,
+                       slurm=slurm_opts)
     _print_summary(results)
     failed = [r for r, _ in results if r["status"] != "ok"]
     if failed:
@@ -121,18 +143,19 @@ def run(
 
 
 def _execute(specs: list, output_dir: Path, *, force: bool, root: str | None, protocol: str | None,
-             executor: str, jobs: int) -> list:
+             executor: str, jobs: int, gpus: list[str] | None = None, slurm: Any = None) -> list:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .executors import run_local, run_sequential
 
     if executor == "local":
         return run_local(specs, output_dir, force=force, root=root, protocol=protocol, jobs=jobs,
-                         on_done=lambda i, res: console.print(_one_line(res)))
+                         on_done=lambda i, res: console.print(_one_line(res)), gpus=gpus)
     if executor == "slurm":
         from .slurm import run_slurm
 
-        return run_slurm(specs, output_dir, force=force, root=root, protocol=protocol)
+        return run_slurm(specs, output_dir, force=force, root=root, protocol=protocol, options=slurm,
+                         on_done=lambda i, res: console.print(_one_line(res)), log=console.print)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   TextColumn("{task.fields[info]}"), console=console, transient=True) as progress:
         grid = progress.add_task("runs", total=len(specs), info="")
