@@ -285,3 +285,23 @@ def test_single_modality_batch_has_no_subset_terms(tiny: tuple) -> None:
     assert float(terms["mce_sub"]) == 0.0 and float(terms["mce_rec_image"]) == 0.0
     assert float(terms["mce_sep_tabular"]) == 0.0  # no tabular anywhere: b_T = 0, a_T = 0
     assert all(torch.isfinite(v) for v in terms.values())
+
+
+def test_capped_subset_pairs_are_reweighted() -> None:
+    # 4 (row, subset) pairs, capped at 2 drawn per step, each weighted 4 / 2: with a constant
+    # per-pair loss (log 3) the capped L_sub equals the exact one
+    K = 3
+    ctx = BuildContext(toy_info(K), hidden=2)
+    method = ToyMethod(ctx)
+    bal = MCEBalancer(ctx, {"image": 2, "tabular": 2}, MCEConfig(use_a=False, use_b=False, max_subset_rows=2))
+    pipe = Pipeline(method, NativeHead(ctx, {}, NoConfig()), bal)
+    present = torch.tensor([CPL, IMG, TAB, CPL])
+    bal.setup(pipe, {"train": StubLoader(split=None, present=present)})  # type: ignore[arg-type]
+    x = torch.ones(4, 2)
+    batch = Batch(inputs={"image": {"x": x}, "tabular": {"x": x}}, present=present,
+                  y=torch.tensor([0, 1, 2, 0]), index=torch.arange(4))
+    pipe.train()
+    torch.manual_seed(0)
+    terms = pipe.loss_terms(batch, pipe(batch))
+    assert len(method.seen[-1]) == 2  # the extra forward saw only the 2 drawn pairs
+    torch.testing.assert_close(terms["mce_sub"], torch.tensor(2.0 * 4 * math.log(3) / 3 / 4))

@@ -56,6 +56,10 @@ class MCEConfig:
             augmentation); False re-runs them on every batch, as the official code does.
         detach_rec_target: stop the gradient through the full-input target of the completion L1
             (the official code does not: False).
+        max_subset_rows: 0 (default) enumerates every (row, subset) pair exactly, as the paper does;
+            n > 0 caps the extra forward at n pairs drawn uniformly per step, each weighted by
+            (pairs / n) in L_sub, L_rec and v(S) (unbiased; bounds the step cost when most rows are
+            complete).
     """
 
     w_rec: float = 1.0
@@ -68,11 +72,14 @@ class MCEConfig:
     ref_lr: float = 1e-3
     cache_reference: bool = True
     detach_rec_target: bool = False
+    max_subset_rows: int = 0
 
     def __post_init__(self) -> None:
         for name in ("w_rec", "w_sep", "w_sub", "ref_lr"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_subset_rows < 0:
+            raise ValueError(f"max_subset_rows must be >= 0, got {self.max_subset_rows}")
         if self.ref_epochs < 1 and self.use_b:
             raise ValueError("use_b needs trained reference predictors: ref_epochs must be >= 1")
 
@@ -273,13 +280,19 @@ class MCEBalancer(Balancer):
         n_any = (pattern > 0).sum().float().clamp_min(1.0)
         # one forward for every (row, non-empty proper subset of its available set)
         row_idx, sub_pat, weight = subset_rows(pres)
+        inv_p = weight.new_ones(weight.shape)  # inverse inclusion probability of each pair
+        if 0 < cfg.max_subset_rows < len(row_idx):
+            pick = torch.randperm(len(row_idx), device=row_idx.device)[: cfg.max_subset_rows]
+            pick = pick.sort().values
+            inv_p = inv_p[pick] * (len(row_idx) / cfg.max_subset_rows)
+            row_idx, sub_pat, weight = row_idx[pick], sub_pat[pick], weight[pick] * inv_p
         zero = out.logits.new_zeros(()).float()
         if len(row_idx):
             keep = ((sub_pat[:, None] & bits) > 0)
             sub = batch.select(row_idx).with_present(keep)
             sub_out = pipeline(sub)
             l_sub = (weight * self._task_per_sample(pipeline, sub, sub_out).float()).sum() / n_any
-            sub_correct = correct(sub_out.logits, sub.y, self.task)
+            sub_correct = correct(sub_out.logits, sub.y, self.task) * inv_p
         else:
             sub_out, l_sub = None, zero
             sub_correct = out.logits.new_zeros(0)
