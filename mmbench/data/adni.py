@@ -29,6 +29,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..encoders import image3d as _image3d  # noqa: F401  (registers the encoder this data needs)
 from ..errors import DataError
 from ..registry import register_dataset
 from .base import DataInfo, TabularSchema

@@ -33,6 +33,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from ..encoders import ehr as _ehr  # noqa: F401  (registers the encoder this data needs)
 from ..errors import DataError
 from ..registry import register_dataset
 from .base import SPLITS, DataInfo
@@ -195,6 +196,16 @@ class Discretizer:
             return None
 
 
+def normalize_episode(x: np.ndarray, continuous: np.ndarray, means: np.ndarray, stds: np.ndarray,
+                      clip: float) -> np.ndarray:
+    """Standardise the continuous channels, then zero every value beyond +-``clip`` (DrFuse; 0: off)."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    x[:, continuous] = (x[:, continuous] - means) / stds
+    if clip > 0:
+        x[(x > clip) | (x < -clip)] = 0.0
+    return x
+
+
 @dataclass(frozen=True)
 class MIMICOptions:
     """Options of the MIMIC-IV + MIMIC-CXR card."""
@@ -355,11 +366,7 @@ class MIMICDataset(FileDataset):
             arr, df = values[s], lists[s]
             for i in range(len(df)):  # normalise in place, row by row (memory-mapped)
                 n = lengths[s][i]
-                x = arr[i, :n]
-                x[:, disc.continuous] = (x[:, disc.continuous] - means) / stds
-                if o.clip > 0:
-                    x[(x > o.clip) | (x < -o.clip)] = 0.0
-                arr[i, :n] = x
+                arr[i, :n] = normalize_episode(arr[i, :n], disc.continuous, means, stds, o.clip)
             arr.flush()
             writer.put(s, "tabular.lengths", lengths[s])
             sources = [jpgs.get(dicom_of.get(int(sid), ""), None) for sid in df["stay_id"].astype(np.int64)]
