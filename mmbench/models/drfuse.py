@@ -220,6 +220,8 @@ class DrFuse(Method):
     """
 
     Config = DrFuseConfig
+    #: the class-wise attention weights (B x C x 3) are written to the test predictions file
+    save_aux: tuple[str, ...] = ("attention",)
     cite = ("Yao et al., DrFuse: Learning Disentangled Representation for Clinical Multi-Modal Fusion "
             "with Missing Modality and Modal Inconsistency, AAAI 2024")
 
