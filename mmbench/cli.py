@@ -441,7 +441,8 @@ def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: fl
 def plot(
     results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
     kind: Annotated[str, typer.Option(help="curve (metric vs missing rate) | patterns (per-pattern bars + ceiling) | seeds (box plot over seeds).")] = "curve",
-    out: Annotated[Path, typer.Option("--out", help="Output file; written as <stem>.png and <stem>.pdf.")] = Path("results/plots/curve.png"),
+    out: Annotated[Path | None, typer.Option("--out", help="Output file, written as <stem>.png and <stem>.pdf "
+                                                "(default results/plots/<kind>).")] = None,
     dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
     method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")] = None,
     protocol: Annotated[str | None, typer.Option(help="Only runs made under this protocol.")] = None,
@@ -460,6 +461,7 @@ def plot(
     _check_metric(metric)
     recs = _filter_cells(_filter(load_records(results), dataset, method, protocol, results), scenario, rate,
                          test_rate, results)
+    out = out or Path("results/plots") / kind
     paths = PLOTS[kind](recs, out, metric, x=x) if kind == "curve" else PLOTS[kind](recs, out, metric)
     console.print("wrote " + ", ".join(str(p) for p in paths))
 

@@ -279,7 +279,10 @@ def encoders_config(card: DatasetCard, where: str | None = None) -> EncodersConf
     for mod in ("image", "tabular"):
         raw = dict(card.encoders.get(mod) or {})
         kind = raw.get("kind", getattr(defaults, mod).kind)
-        cfg_cls = getattr(ENCODERS.get(kind), "Config", None)
+        try:
+            cfg_cls = getattr(ENCODERS.get(kind), "Config", None)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: encoders.{mod}: {exc}") from None
         if cfg_cls is None:
             raise ConfigError(f"{where}: encoders.{mod}: encoder kind {kind!r} has no Config")
         raw["kind"] = kind

@@ -1,0 +1,5 @@
+"""``python -m mmbench`` = the ``mmbench`` command."""
+
+from .cli import main
+
+main()
