@@ -84,7 +84,7 @@ def test_absent_embedding_never_reaches_logits() -> None:
     batch = make_batch([IMG_ONLY, TAB_ONLY], [0, 1])
     emb = {"image": torch.tensor([[3.0, 4.0], [1.0, 2.0]]), "tabular": torch.tensor([[1.0, 2.0], [0.0, 2.0]])}
     z1 = head(Output(logits=torch.zeros(2, 2), embeddings=emb), batch)
-    emb2 = {"image": torch.tensor([[3.0, 4.0], [-9.0, 0.5]]),
+    emb2 = {"image": torch.tensor([[3.0, 4.0], [float("nan"), float("inf")]]),
             "tabular": torch.tensor([[4.0, -1.0], [0.0, 2.0]])}
     z2 = head(Output(logits=torch.zeros(2, 2), embeddings=emb2), batch)
     assert torch.equal(z1, z2)

@@ -190,8 +190,8 @@ class DPLHead(Head):
 
     def cosine_logits(self, emb: dict[str, Tensor], present: Tensor) -> Tensor:
         """``B x K`` cosine logits (Eq. 5-7); absent embeddings are masked first, never read."""
-        h_img = emb["image"] * present[:, IMAGE : IMAGE + 1].to(emb["image"].dtype)
-        h_tab = emb["tabular"] * present[:, TABULAR : TABULAR + 1].to(emb["tabular"].dtype)
+        h_img, h_tab = (torch.where(present[:, j : j + 1], emb[m], torch.zeros_like(emb[m]))
+                        for j, m in ((IMAGE, "image"), (TABULAR, "tabular")))
         case = case_index(present)[:, None]
         if self.cfg.decomposed:
             u_img, u_tab = F.normalize(h_img, dim=1), F.normalize(h_tab, dim=1)
