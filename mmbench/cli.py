@@ -196,7 +196,7 @@ def _print_plan(specs: list, cached: list[bool], output_dir: Path) -> None:
     t = Table(title=f"Planned runs ({len(specs)}, {sum(cached)} already done)")
     for col in ("method", "dataset", "cell", "test", "seed", "run id", "state"):
         t.add_column(col)
-    for s, c in zip(specs, cached):
+    for s, c in zip(specs, cached, strict=True):
         t.add_row(s.method["name"], s.dataset["name"], s.missing_spec.label(), s.missing_spec.label("test"),
                   str(s.train_seed), s.run_id[:8], "done" if c else "to run")
     console.print(t)
@@ -242,9 +242,11 @@ def table(
     metric: Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")] = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="md | csv | latex | html")] = "md",
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file (atomically) instead of stdout.")] = None,
-    stats_: Annotated[bool, typer.Option("--stats", help="Dagger on methods not significantly different from the row's best.")] = False,
-    stats_test: Annotated[str, typer.Option("--stats-test", help="wilcoxon (paired by seed) | bootstrap (paired over test samples, from the .npz predictions).")] = "wilcoxon",
-    alpha: Annotated[float, typer.Option(help="Significance level for --stats (Holm-adjusted within the row).")] = 0.05,
+    stats_: Annotated[bool, typer.Option("--stats", help="Dagger on the methods not significantly different "
+                                         "from the row's best.")] = False,
+    stats_test: Annotated[str, typer.Option("--stats-test", help="wilcoxon (paired by seed) | bootstrap "
+                                            "(paired over test samples, from the .npz predictions).")] = "wilcoxon",
+    alpha: Annotated[float, typer.Option(help="Significance level for --stats (Holm within the row).")] = 0.05,
 ) -> None:
     """Comparison table (mean ± std over seeds, best per row marked) built only from records."""
     from .metrics import METRICS
@@ -256,7 +258,10 @@ def table(
     if metric is not None and metric not in METRICS:
         raise MMBenchError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
     recs = _filter(load_records(results), dataset, method, protocol, results)
-    text = _render_stats(recs, fmt, metric, stats_test, alpha, results) if stats_ else render(recs, fmt, metric)
+    if stats_:
+        text = _render_stats(recs, fmt, metric, stats_test, alpha, results)
+    else:
+        text = render(recs, fmt, metric)
     if out is None:
         sys.stdout.write(text)
     else:
@@ -430,27 +435,37 @@ def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: fl
     n = comp.loc[~comp["best"], "n"] if len(comp) else []
     if test == "wilcoxon" and len(n) and int(n.min()) < 6:
         k = int(n.min())
-        err_console.print(f"[yellow]warning:[/] some cells have only {k} paired seed(s): with fewer than 6 seeds "
-                          f"the exact two-sided Wilcoxon p is at least 2/2^{k} = {min_wilcoxon_p(k):.3g}, so it "
-                          "cannot reach p < 0.05 and every method there gets a dagger; use >= 6 seeds or "
-                          "--stats-test bootstrap", highlight=False)
+        err_console.print(f"[yellow]warning:[/] some cells have only {k} paired seed(s): with fewer than "
+                          f"6 seeds the exact two-sided Wilcoxon p is at least 2/2^{k} = "
+                          f"{min_wilcoxon_p(k):.3g}, so it cannot reach p < 0.05 and every method there gets "
+                          "a dagger; use >= 6 seeds or --stats-test bootstrap", highlight=False)
     return text
+
+
+ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")]
+DatasetsOpt = Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")]
+MethodsOpt = Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")]
+ProtocolOpt = Annotated[str | None, typer.Option(help="Only runs made under this protocol.")]
+MetricOpt = Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")]
+_KINDS = ("curve (metric vs missing rate) | patterns (per-pattern bars + ceiling) | "
+          "seeds (box plot over seeds)")
+_AXES = "auto | test_rate (test sweeps) | rate (train = val = test rate)"
 
 
 @app.command()
 def plot(
-    results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
-    kind: Annotated[str, typer.Option(help="curve (metric vs missing rate) | patterns (per-pattern bars + ceiling) | seeds (box plot over seeds).")] = "curve",
-    out: Annotated[Path | None, typer.Option("--out", help="Output file, written as <stem>.png and <stem>.pdf "
-                                                "(default results/plots/<kind>).")] = None,
-    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
-    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")] = None,
-    protocol: Annotated[str | None, typer.Option(help="Only runs made under this protocol.")] = None,
+    results: ResultsOpt = Path("results"),
+    kind: Annotated[str, typer.Option(help=_KINDS)] = "curve",
+    out: Annotated[Path | None, typer.Option("--out", help="Output file, written as <stem>.png and "
+                                             "<stem>.pdf (default results/plots/<kind>).")] = None,
+    dataset: DatasetsOpt = None,
+    method: MethodsOpt = None,
+    protocol: ProtocolOpt = None,
     scenario: Annotated[list[str] | None, typer.Option(help="Only these scenarios.")] = None,
     rate: Annotated[list[float] | None, typer.Option(help="Only these train missing rates.")] = None,
-    test_rate: Annotated[list[float] | None, typer.Option("--test-rate", help="Only these test missing rates.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")] = None,
-    x: Annotated[str, typer.Option("--x", help="Curve axis: auto | test_rate (test sweeps) | rate (train = test rate).")] = "auto",
+    test_rate: Annotated[list[float] | None, typer.Option("--test-rate", help="Test rates only.")] = None,
+    metric: MetricOpt = None,
+    x: Annotated[str, typer.Option("--x", help=f"Curve axis: {_AXES}.")] = "auto",
 ) -> None:
     """Draw a figure from run records only (PNG and PDF, written atomically)."""
     from .records import load_records
@@ -459,8 +474,8 @@ def plot(
     if kind not in PLOTS:
         raise MMBenchError(f"--kind {kind!r}: expected one of {', '.join(PLOTS)}")
     _check_metric(metric)
-    recs = _filter_cells(_filter(load_records(results), dataset, method, protocol, results), scenario, rate,
-                         test_rate, results)
+    recs = _filter(load_records(results), dataset, method, protocol, results)
+    recs = _filter_cells(recs, scenario, rate, test_rate, results)
     out = out or Path("results/plots") / kind
     paths = PLOTS[kind](recs, out, metric, x=x) if kind == "curve" else PLOTS[kind](recs, out, metric)
     console.print("wrote " + ", ".join(str(p) for p in paths))
@@ -473,8 +488,8 @@ def _check_metric(metric: str | None) -> None:
         raise MMBenchError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
 
 
-def _filter_cells(recs: list, scenario: list[str] | None, rate: list[float] | None, test_rate: list[float] | None,
-                  where: Path) -> list:
+def _filter_cells(recs: list, scenario: list[str] | None, rate: list[float] | None,
+                  test_rate: list[float] | None, where: Path) -> list:
     def near(v: Any, targets: list[float]) -> bool:
         return v is not None and any(abs(float(v) - t) < 1e-9 for t in targets)
 
@@ -491,25 +506,27 @@ def _filter_cells(recs: list, scenario: list[str] | None, rate: list[float] | No
 
 @app.command()
 def stats(
-    results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
-    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
-    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")] = None,
-    protocol: Annotated[str | None, typer.Option(help="Only runs made under this protocol.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")] = None,
+    results: ResultsOpt = Path("results"),
+    dataset: DatasetsOpt = None,
+    method: MethodsOpt = None,
+    protocol: ProtocolOpt = None,
+    metric: MetricOpt = None,
     alpha: Annotated[float, typer.Option(help="Significance level (after Holm adjustment).")] = 0.05,
-    x: Annotated[str, typer.Option("--x", help="Missing-rate axis of the AUC: auto | test_rate | rate.")] = "auto",
-    reference: Annotated[str, typer.Option(help="Drop reference: complete (same run's complete rows) | rate0 (run at 0% missing).")] = "complete",
-    csv_dir: Annotated[Path | None, typer.Option("--csv-dir", help="Also write ranks/pairwise/vs_best/auc/drop CSVs here.")] = None,
+    x: Annotated[str, typer.Option("--x", help=f"Missing-rate axis of the AUC: {_AXES}.")] = "auto",
+    reference: Annotated[str, typer.Option(help="Drop reference: complete (the same run's complete rows) | "
+                                           "rate0 (the run at 0% missing).")] = "complete",
+    csv_dir: Annotated[Path | None, typer.Option("--csv-dir", help="Also write ranks, pairwise, vs_best, auc "
+                                                 "and drop CSVs to this folder.")] = None,
 ) -> None:
-    """Average ranks + Friedman test over cells (seeds averaged), pairwise Wilcoxon-Holm, AUC and drop summaries."""
+    """Average ranks, Friedman test over cells (seeds averaged), pairwise Wilcoxon-Holm, AUC and drop."""
     from .records import atomic_write_bytes, load_records
     from .report import stats as st
 
     _check_metric(metric)
     recs = _filter(load_records(results), dataset, method, protocol, results)
     fr = st.friedman_summary(recs, metric, alpha)
-    t = Table(title=f"Average rank over {fr.n_blocks} cell(s) (dataset x missingness, seeds averaged; 1 = best)",
-              title_justify="left")
+    t = Table(title=f"Average rank over {fr.n_blocks} cell(s) (dataset x missingness, seeds averaged; "
+                    "1 = best)", title_justify="left")
     for col, just in (("rank", "right"), ("method", "left"), ("avg rank", "right"), ("mean (%)", "right")):
         t.add_column(col, justify=just)
     for i, r in enumerate(fr.ranks.itertuples(), start=1):
@@ -523,9 +540,9 @@ def stats(
     else:
         console.print("Friedman test not computed (needs >= 3 methods and >= 2 cells)")
     if fr.n_blocks < 6:
-        err_console.print(f"[yellow]warning:[/] {fr.n_blocks} cell(s): a pairwise Wilcoxon test over fewer than 6 "
-                          f"cells cannot reach p < 0.05 (smallest p = {st.min_wilcoxon_p(fr.n_blocks):.3g})",
-                          highlight=False)
+        err_console.print(f"[yellow]warning:[/] {fr.n_blocks} cell(s): a pairwise Wilcoxon test over fewer "
+                          f"than 6 cells cannot reach p < 0.05 (smallest p = "
+                          f"{st.min_wilcoxon_p(fr.n_blocks):.3g})", highlight=False)
     t = Table(title=f"Pairwise Wilcoxon signed-rank over cells, Holm-adjusted (alpha = {alpha:g})",
               title_justify="left")
     for col in ("a", "b", "mean a - b (pp)", "p", "p (Holm)", "significant"):
@@ -534,7 +551,8 @@ def stats(
         t.add_row(r.a, r.b, f"{100 * r.mean_diff:+.2f}", f"{r.p:.4g}", f"{r.p_holm:.4g}",
                   "[green]yes[/]" if r.significant else "no")
     console.print(t)
-    tables = {"ranks": fr.ranks, "pairwise": fr.pairwise, "vs_best": st.compare_to_best(recs, metric, alpha=alpha)}
+    tables = {"ranks": fr.ranks, "pairwise": fr.pairwise,
+              "vs_best": st.compare_to_best(recs, metric, alpha=alpha)}
     try:
         auc = st.auc_summary(recs, metric, x)
     except MMBenchError as exc:
@@ -560,7 +578,9 @@ def stats(
         for col in ("dataset", "cell", "method", "value (%)", "reference (%)", "delta"):
             t.add_column(col)
         for r in drop.itertuples():
-            cell = r.availability if r.test_availability == r.availability else f"{r.availability} -> {r.test_availability}"
+            cell = r.availability
+            if r.test_availability != r.availability:
+                cell = f"{r.availability} -> test {r.test_availability}"
             t.add_row(r.dataset, cell, r.method, _pct(r.value), _pct(r.reference),
                       f"{100 * r.delta:+.2f} ± {100 * r.std:.2f}")
         console.print(t)

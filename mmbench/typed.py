@@ -50,7 +50,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if origin is tuple and args:
             if len(value) != len(args):
                 raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
-            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args)))
+            return tuple(_coerce(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
         conv = [_coerce(v, args[0], f"{where}[{i}]") if args else v for i, v in enumerate(value)]
         return tuple(conv) if origin is tuple else conv
     if origin is dict:

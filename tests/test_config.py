@@ -8,8 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from mmbench.config import (RunSpec, canonical_json, list_names, load_dataset, load_method, load_protocol,
-                            parse_seeds, parse_set, resolve, spec_hash)
+from mmbench.config import (
+    RunSpec,
+    canonical_json,
+    list_names,
+    load_dataset,
+    load_method,
+    load_protocol,
+    parse_seeds,
+    parse_set,
+    resolve,
+    spec_hash,
+)
 from mmbench.errors import ConfigError
 from mmbench.protocols import MissingSpec
 from mmbench.registry import METHODS, Registry

@@ -45,7 +45,7 @@ class FeatureTokenizer(nn.Module):
             return tokens, None
         observed = torch.cat([
             (m.bool() if m is not None else torch.ones(p.shape[:2], dtype=torch.bool, device=p.device))
-            for m, p in zip(masks, parts)], dim=1)
+            for m, p in zip(masks, parts, strict=True)], dim=1)
         tokens = torch.where(observed.unsqueeze(-1), tokens, self.mask_token.to(tokens.dtype))
         return tokens, observed
 

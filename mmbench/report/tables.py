@@ -49,7 +49,7 @@ def pivot(summary: pd.DataFrame, fmt: str) -> pd.DataFrame:
     methods = _method_order(sorted(summary["method"].unique()))
     rows = []
     for keys, grp in summary.groupby(CELL_KEYS, dropna=False, sort=True):
-        cell = dict(zip(CELL_KEYS, keys))
+        cell = dict(zip(CELL_KEYS, keys, strict=True))
         avail = dict(part.rsplit(" ", 1) for part in str(cell["availability"]).split(" / "))
         row: dict[str, Any] = {"Dataset": cell["dataset"], "Image": avail.get("Image", ""),
                                "Tabular": avail.get("Tabular", "")}
