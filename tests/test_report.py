@@ -244,3 +244,12 @@ def test_cli_plot_stats_and_table_stats(tmp_path: Path) -> None:
     out = runner.invoke(app, ["table", "--results", str(res), "--stats"])
     assert out.exit_code == 0, out.output
     assert "†" in out.output and "cannot reach p < 0.05" in out.output
+
+
+def test_pairing_refuses_two_runs_of_one_method(tmp_path: Path) -> None:
+    rec = fake_record(tmp_path, "a", 0, 0.8)
+    fake_record(tmp_path, "b", 0, 0.7)
+    rec["run_id"] = "other-overrides"  # same labels, e.g. `--set params.dropout=0.3`: ambiguous pairing
+    write_record(tmp_path / "toy" / "a" / "copy.json", rec)
+    with pytest.raises(MMBenchError, match="several runs of method 'a'"):
+        stats.friedman_summary(load_records(tmp_path))

@@ -84,10 +84,9 @@ def _metric_label(df: pd.DataFrame) -> str:
 
 
 def _cell_title(keys: dict[str, Any]) -> str:
-    title = f"{keys['dataset']}\n{keys['availability']}"
-    if keys["test_availability"] != keys["availability"]:
-        title += f" → test {keys['test_availability']}"
-    return title
+    if keys["test_availability"] == keys["availability"]:
+        return f"{keys['dataset']}\n{keys['availability']}"
+    return f"{keys['dataset']}\ntrain {keys['availability']}\ntest {keys['test_availability']}"
 
 
 def _legend(fig: Figure, handles: list[Any]) -> None:
@@ -172,6 +171,8 @@ def plot_patterns(records: list[dict[str, Any]], out: str | Path, metric: str | 
     if has_ceiling:
         handles.append(Line2D([], [], color="black", lw=2.0, label="Bayes ceiling"))
     _legend(fig, handles)
+    n_seeds = df.groupby([*CELL_KEYS, "method"], dropna=False)["seed"].nunique()
+    fig.suptitle(f"mean ± std over seeds (n = {_span(n_seeds)})", fontsize="small")
     return save_figure(fig, out)
 
 
