@@ -391,6 +391,17 @@ def test_resnet3d_shapes_and_grad() -> None:
     assert tokens40.shape == (1, 8, 6)  # 40 -> 20 -> 10 -> 10, 5, 3, 2: 2^3 tokens
 
 
+@pytest.mark.slow
+def test_resnet3d_monai_impl_matches_layout() -> None:
+    pytest.importorskip("monai")
+    cfg = ResNet3DConfig(widths=(4, 8, 8, 8), impl="monai")
+    enc = ResNet3DEncoder(cfg, dim=6, in_chans=1)
+    tokens, pooled = enc({"pixels": torch.randn(1, 1, 40, 40, 40)})
+    assert tokens.shape == (1, 8, 6) and pooled.shape == (1, 6)
+    names = [n for n, _ in enc.backbone.named_children()]
+    assert names == ["conv1", "bn1", "act1", "maxpool", "layer1", "layer2", "layer3", "layer4"]
+
+
 def test_absent_modality_never_reaches_late_fusion(root: Path) -> None:
     """Bit-exact leakage check on the time-series and 3-D inputs of the real adapters."""
     from mmbench.encoders.config import EncodersConfig, ImageEncoderConfig

@@ -8,7 +8,8 @@ strides 1, 2, 2, 2. The last feature map (``4^3`` at 128^3 input) is flattened i
 projected to ``dim``; the pooled vector is the token mean.
 
 ``impl: monai`` builds MONAI's ``ResNet`` with the same settings (only if MONAI is installed; it
-is optional because its import alone takes seconds); the default is this file's own network.
+is optional because its import alone takes seconds; its shortcut convolutions also carry a bias);
+the default is this file's own network.
 Module names mirror timm's ResNet (``backbone.conv1``, ``bn1``, ``act1``, ``maxpool``, ``layer1..4``),
 so the shared-lower-layers rule of ``build_shared_specific`` is the same as for 2-D images.
 """
