@@ -18,7 +18,7 @@ from filelock import FileLock, Timeout
 
 from mmbench.config import RunSpec, resolve
 from mmbench.errors import ConfigError, MMBenchError
-from mmbench.executors import GridManifest, grid_hash, read_manifest, run_local, stub_record
+from mmbench.executors import GridManifest, grid_hash, read_manifest, run_local, run_sequential, stub_record
 from mmbench.protocols import MissingSpec
 from mmbench.records import read_record, record_path, run_lock
 
@@ -84,12 +84,12 @@ def test_resume_after_interruption_runs_only_the_missing_cell(local_grid, tmp_pa
     kept = record_path(out, specs[0])
     before = kept.stat().st_mtime_ns
     delete_record(out, specs[1])  # as if the grid was killed before this cell finished
-    results = run_local(specs[:2], out, force=False, root=None, protocol="unit", jobs=2)
+    results = run_sequential(specs[:2], out, force=False, root=None, protocol="unit")
     assert [skipped for _, skipped in results] == [True, False]
     assert kept.stat().st_mtime_ns == before  # the finished cell was loaded, not re-run
     assert results[1][0]["status"] == "ok" and record_path(out, specs[1]).is_file()
     man = manifest_of(out, specs[:2])
-    assert man["counts"] == {"cached": 1, "ok": 1} and man["invocations"] == 1
+    assert man["counts"] == {"cached": 1, "ok": 1} and man["executor"] == "sequential"
 
 
 def test_all_cached_starts_no_worker(local_grid, monkeypatch) -> None:
@@ -101,6 +101,27 @@ def test_all_cached_starts_no_worker(local_grid, monkeypatch) -> None:
     monkeypatch.setattr("mmbench.executors.cf.ProcessPoolExecutor", no_pool)
     results = run_local(specs[:2], out, force=False, root=None, protocol="unit", jobs=2)
     assert all(skipped for _, skipped in results)
+
+
+def test_worker_init_splits_threads_and_pins_one_gpu(monkeypatch) -> None:
+    import queue
+
+    import torch
+
+    from mmbench.executors import _init_worker
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    q: queue.Queue = queue.Queue()
+    for g in ("3", "5"):
+        q.put(g)
+    try:
+        _init_worker(1, q)
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "3" and os.environ["OMP_NUM_THREADS"] == "1"
+        assert torch.get_num_threads() == 1 and q.get() == "5"  # the next worker gets the next GPU
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_local_rejects_bad_jobs(tmp_path: Path) -> None:
