@@ -311,6 +311,20 @@ def test_mimic_layout(root: Path) -> None:
     assert len(facts["expected_dicom"]) == 16
 
 
+def test_mimic_malformed_is_one_line(root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    shutil.copytree(root / "mimic", tmp_path / "mimic")
+    stays = tmp_path / "mimic" / "ehr" / "root" / "all_stays.csv"
+    pd.read_csv(stays).drop(columns=["intime"]).to_csv(stays, index=False)
+    with pytest.raises(DataError, match=r"mimic: malformed data under .*intime"):
+        MIMICDataset(MIMICOptions(image_size=8), str(tmp_path)).load()
+    lst = tmp_path / "mimic" / "ehr" / "phenotyping" / "val_listfile.csv"
+    lst.write_text("name,period\nx,1\n")
+    with pytest.raises(DataError, match=r"val_listfile.csv: expected the header stay,period_length,stay_id"):
+        MIMICDataset(MIMICOptions(image_size=8), str(tmp_path)).load()
+
+
 # ----------------------------------------------------------------------------------------- ADNI
 @needs_h5
 def test_adni_h5(root: Path) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 
 from ..errors import DataError
@@ -92,11 +93,13 @@ class CacheWriter:
         np.save(self.tmp / _file(split, name), np.ascontiguousarray(array), allow_pickle=False)
 
     def commit(self, meta: dict[str, Any]) -> None:
-        """Write ``meta.json`` and move the folder into place (a concurrent finished copy wins)."""
+        """Write ``meta.json`` and move the folder into place, replacing an older copy."""
         meta = dict(meta, arrays=self.names, version=CACHE_VERSION)
         (self.tmp / "meta.json").write_text(json.dumps(plain(meta), indent=1, sort_keys=True))
         if self.final.exists():
-            shutil.rmtree(self.final)
+            old = self.final.with_name(f"{self.final.name}.old-{os.getpid()}")
+            os.replace(self.final, old)  # readers holding memory maps keep their (unlinked) files
+            shutil.rmtree(old, ignore_errors=True)
         os.replace(self.tmp, self.final)
 
     def abort(self) -> None:
@@ -243,19 +246,33 @@ class FileDataset(DatasetAdapter):
 
     def build(self, progress: Progress = no_progress, force: bool = False) -> Path:
         """Check the layout and write the cache unless a complete one exists (or ``force``)."""
+        from filelock import FileLock
+
         path = self.cache_path()
         if (path / "meta.json").is_file() and not force:
             return path
         self.check_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = CacheWriter(path)
-        try:
-            meta = self.decode(writer, progress)
-            meta = dict(meta, adapter=self.adapter_name, options=self.options, source=self.dataset_dir())
-            writer.commit(meta)
-        except BaseException:
-            writer.abort()
-            raise
+        with FileLock(str(path) + ".lock"):  # parallel runs of a grid wait for one decoder
+            if (path / "meta.json").is_file() and not force:
+                return path
+            writer = CacheWriter(path)
+            try:
+                meta = self.decode(writer, progress)
+                meta = dict(meta, adapter=self.adapter_name, options=self.options, source=self.dataset_dir())
+                writer.commit(meta)
+            except DataError:
+                writer.abort()
+                raise
+            except (KeyError, ValueError, OSError, pd.errors.ParserError) as exc:
+                writer.abort()
+                msg = str(exc).splitlines()[0] if str(exc) else ""
+                raise DataError(f"{self.adapter_name}: malformed data under {self.dataset_dir()} "
+                                f"({type(exc).__name__}: {msg}); expected the layout described in the "
+                                f"adapter's docs; get the data from {self.source}") from None
+            except BaseException:
+                writer.abort()
+                raise
         return path
 
     def load(self) -> tuple[DataInfo, dict[str, Split]]:
