@@ -56,7 +56,7 @@ class DFPLConfig:
     omega: float = 0.1
     num_prototypes: int = 5
     ot_epsilon: float = 0.1
-    sinkhorn_max_iter: int = 100
+    sinkhorn_max_iter: int = 50
     sinkhorn_tol: float = 1e-4
     sinkhorn_scaling: float = 0.5
     ffn_mult: float = 4.0
