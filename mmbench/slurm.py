@@ -199,6 +199,8 @@ def run_slurm(specs: list[RunSpec], output_dir: str | Path, *, force: bool, root
     if todo and opts.cluster == "slurm" and not force:
         live = _reattach(submitit, todo, manifest, folder)
         if live:
+            prev_extra = (manifest.previous or {}).get("extra") or {}
+            manifest.data["extra"]["array_job_id"] = prev_extra.get("array_job_id")
             say(f"re-attached {len(live)} cell(s) still queued or running from an earlier invocation")
     submit = [i for i in todo if i not in live]
     if submit:
