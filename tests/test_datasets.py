@@ -371,6 +371,13 @@ def test_cache_reuse_and_key(root: Path) -> None:
     assert prepare_report(a, progress=False).count("\n") > 5
 
 
+def test_prepare_report_on_generated_data() -> None:
+    from mmbench.data.synthetic import SyntheticDataset, SyntheticOptions
+
+    text = prepare_report(SyntheticDataset(SyntheticOptions(n_samples=50, image_size=8)), progress=False)
+    assert "(generated)" in text and "train" in text and "30" in text  # 60 % of 50 in train
+
+
 # ------------------------------------------------------------------------------------- encoders
 def test_ehr_encoder_masking() -> None:
     from mmbench.data.base import DataInfo
