@@ -26,7 +26,7 @@ export SLURM_CONF="$CONF"
 
 log() { printf '[slurm-single-node] %s\n' "$*"; }
 die() { printf '[slurm-single-node] error: %s\n' "$*" >&2; exit 1; }
-alive() { [[ -s "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
+alive() { local pid; pid=$(cat "$1" 2>/dev/null) && [[ -n $pid ]] && kill -0 "$pid" 2>/dev/null; }
 
 [[ $(id -u) -eq 0 ]] || die "run as root (sudo $0): it installs packages and starts system daemons"
 
