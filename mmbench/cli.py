@@ -406,6 +406,7 @@ def prepare(
     dataset: Annotated[str, typer.Argument(help="Dataset card name.")],
     data_root: Annotated[str | None, typer.Option("--data-root", help="Root of real datasets (else $MMBENCH_DATA).")] = None,
     config_dir: ConfigDirOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Rebuild the cache even if it exists.")] = False,
 ) -> None:
     """Check a dataset's layout, report what was found, and build its decoded-tensor cache."""
     from .config import adapter_options, load_dataset
@@ -422,7 +423,7 @@ def prepare(
         info, splits = adapter.load()
         console.print(f"{card.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
         return
-    console.print(prepare_report(adapter))
+    console.print(prepare_report(adapter, force=force), markup=False, highlight=False)
 
 
 def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: float, results: Path) -> str:

@@ -73,13 +73,12 @@ class Loader:
         idx = self.indices
         if self.shuffle:
             idx = idx[torch.randperm(len(idx), generator=self._gen)]
-        pin = self.device.type == "cuda"
+        device = None if self.device.type == "cpu" else self.device
         for start in range(0, len(idx), self.batch_size):
             chunk = idx[start:start + self.batch_size]
             if self.shuffle and len(chunk) < 2:
                 continue
-            batch = self.split.batch(chunk, self.present)
-            yield batch.to(self.device, non_blocking=pin) if self.device.type != "cpu" else batch
+            yield self.split.batch(chunk, self.present, device)
 
 
 @dataclass
@@ -219,6 +218,9 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
             score = val_metrics.get(primary_metric)
             row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": losses, "val": val_metrics,
                    "lr": opt.param_groups[0]["lr"], "seconds": epoch_seconds}
+            stats = getattr(pipeline.balancer, "stats", None)
+            if stats:  # balancer diagnostics of the epoch's last step (e.g. MCE's a_m, b_m, phi_m)
+                row["balancer"] = {k: torch.as_tensor(v).detach().float().cpu().tolist() for k, v in stats.items()}
             curves.append(row)
             if on_epoch is not None:
                 on_epoch(row)

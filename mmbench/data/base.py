@@ -65,28 +65,39 @@ class Split:
     y: Tensor
     natural_present: Tensor
     groups: np.ndarray | None = None
-    image_mean: float = 0.5
-    image_std: float = 0.25
+    image_mean: float | Tensor = 0.5
+    image_std: float | Tensor = 0.25
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def batch(self, idx: Tensor, present: Tensor) -> Batch:
-        """Gather rows ``idx`` with presence ``present[idx]`` into a zero-filled :class:`Batch`."""
+    def batch(self, idx: Tensor, present: Tensor, device: torch.device | str | None = None) -> Batch:
+        """Gather rows ``idx`` with presence ``present[idx]`` into a zero-filled :class:`Batch`.
+
+        Raw arrays are gathered on the CPU, moved to ``device`` (uint8 images stay uint8 until
+        then), and only there converted to float, normalised and zero-filled where absent.
+        """
+        pres = present[idx]
         inputs: dict[str, dict[str, Tensor]] = {}
         for mod, parts in self.inputs.items():
             d = {}
             for key, arr in parts.items():
                 t = arr[idx]
+                if device is not None:
+                    t = t.to(device, non_blocking=True)
                 if mod == "image" and key == "pixels":
-                    if t.dtype == torch.uint8:
-                        t = t.float().div_(255.0)
-                    t = (t.float() - self.image_mean) / self.image_std
+                    t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+                    mean, std = self.image_mean, self.image_std
+                    if isinstance(mean, Tensor):
+                        mean, std = mean.to(t.device), std.to(t.device)
+                    t = (t - mean) / std
                 d[key] = t
             inputs[mod] = d
-        pres = present[idx]
-        return Batch(inputs=zero_absent(inputs, pres), present=pres, y=self.y[idx], index=idx)
+        y, index = self.y[idx], idx
+        if device is not None:
+            pres, y, index = pres.to(device), y.to(device, non_blocking=True), index.to(device)
+        return Batch(inputs=zero_absent(inputs, pres), present=pres, y=y, index=index)
 
 
 class DatasetAdapter(ABC):

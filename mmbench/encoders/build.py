@@ -53,7 +53,8 @@ def _resolve(a: nn.Module, b: nn.Module, dotted: str) -> tuple[nn.Module, nn.Mod
     return a, b, leaf
 
 
-#: Default lower layers shared between the two copies, by encoder kind.
+#: Default lower layers shared between the two copies, by encoder kind (an encoder class may
+#: declare its own ``shared_prefixes`` instead).
 DEFAULT_SHARED = {
     "timm": ("backbone.conv1", "backbone.bn1", "backbone.act1", "backbone.maxpool", "backbone.layer1"),
     "ft_transformer": ("tokenizer",),
@@ -64,7 +65,8 @@ def build_shared_specific(modality: str, info: DataInfo, cfg: EncodersConfig, di
     """A shared/specific encoder pair for ``modality`` with the kind's default shared lower layers."""
     base = build_encoder(modality, info, cfg, dim)
     kind = cfg.image.kind if modality == "image" else cfg.tabular.kind
-    prefixes = tuple(p for p in DEFAULT_SHARED.get(kind, ()) if _has(base, p))
+    declared = getattr(type(base), "shared_prefixes", None) or DEFAULT_SHARED.get(kind, ())
+    prefixes = tuple(p for p in declared if _has(base, p))
     return SharedSpecific(base, prefixes)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..data.batch import Batch, Output
+from ..losses import task_loss_per_sample
 from ..models.base import BuildContext, NoConfig
 
 
@@ -35,3 +36,7 @@ class Head(nn.Module):
     def losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:  # pragma: no cover - interface
         """Named, weighted loss terms (``out.logits`` already holds this head's logits)."""
         raise NotImplementedError
+
+    def per_sample_task_loss(self, batch: Batch, out: Output) -> Tensor:
+        """The head's classification loss per row (balancers such as MCE use it on subset forwards)."""
+        return task_loss_per_sample(out.logits, batch.y, self.task)
