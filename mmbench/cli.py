@@ -56,6 +56,8 @@ def run(
     sim_seed: Annotated[int | None, typer.Option("--sim-seed", help="Fix the missingness seed across training seeds.")] = None,
     protocol: Annotated[str | None, typer.Option(help="Protocol grid name (protocols/<name>.yaml).")] = None,
     output_dir: OutputOpt = Path("results"),
+    head: Annotated[str | None, typer.Option(help="Output head replacing the method's classifier (e.g. dpl; see `mmbench ls heads`).")] = None,
+    balancer: Annotated[str | None, typer.Option(help="Training balancer (e.g. mce; see `mmbench ls balancers`).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.epochs=5 or head=dpl (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run cells whose record already exists.")] = False,
     config_dir: ConfigDirOpt = None,
@@ -93,6 +95,10 @@ def run(
                                   array_parallelism=slurm_array_parallelism, log_dir=slurm_log_dir,
                                   account=slurm_account, qos=slurm_qos, cluster=slurm_cluster)
     overrides = parse_set(set_)
+    if head is not None:
+        overrides["head"] = head
+    if balancer is not None:
+        overrides["balancer"] = balancer
     proto_name = None
     if protocol:
         proto = load_protocol(protocol, config_dir)

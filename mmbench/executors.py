@@ -55,14 +55,11 @@ def describe_error(exc: BaseException) -> str:
 def stub_record(spec: RunSpec, protocol: str | None, error: str, tb: str | None = None) -> dict[str, Any]:
     """In-memory ``failed`` record for a cell that wrote none (bad input in a worker, a dead worker,
     a lost Slurm job). Never written to the store, so a re-run retries the cell."""
-    m = spec.missing_spec
+    from .runner import run_labels
+
     return {
         "schema_version": spec.schema_version, "run_id": spec.run_id, "status": "failed", "error": error,
-        "labels": {"method": spec.method["name"], "dataset": spec.dataset["name"], "protocol": protocol,
-                   "scenario": m.scenario, "rate": m.rate, "rates": m.rates,
-                   "test_rate": m.test_rate if m.test_rate is not None else m.rate,
-                   "availability": m.label("train"), "test_availability": m.label("test"),
-                   "seed": spec.train_seed, "sim_seed": spec.sim_seed},
+        "labels": run_labels(spec, protocol),
         "spec": spec.to_dict(), "primary_metric": spec.dataset["primary_metric"], "metrics": {},
         "ceiling": None, "timing": {}, "traceback": tb, "stub": True,
     }

@@ -101,6 +101,27 @@ def presence_masks(spec: RunSpec, splits: dict[str, Split]) -> tuple[dict[str, t
     return presents, indices, summary
 
 
+def method_label(spec: RunSpec) -> str:
+    """Table label of a run's method: the config name, plus ``+head`` / ``+balancer`` when they were
+    set on top of it (``--head dpl`` on ``shaspec`` -> ``shaspec+dpl``), so variants never merge."""
+    m = spec.method
+    label = m["name"]
+    for part, default in ((m["head"], "native"), (m["balancer"], "none")):
+        if part != default and f"+{part}" not in label:
+            label += f"+{part}"
+    return label
+
+
+def run_labels(spec: RunSpec, protocol: str | None) -> dict[str, Any]:
+    """Human labels of a run (method, dataset, cell, seeds) used by summaries and tables."""
+    m = spec.missing_spec
+    return {"method": method_label(spec), "dataset": spec.dataset["name"], "protocol": protocol,
+            "scenario": m.scenario, "rate": m.rate, "rates": m.rates, "test_rates": m.test_rates,
+            "test_rate": m.test_rate if m.test_rate is not None else m.rate,
+            "availability": m.label("train"), "test_availability": m.label("test"),
+            "seed": spec.train_seed, "sim_seed": spec.sim_seed}
+
+
 def _peak_memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -140,14 +161,9 @@ def _execute_locked(spec: RunSpec, path: Path, *, force: bool, root: str | None,
     root = data_root(root)
     info, splits, ceiling = load_data(spec, root)
     presents, indices, mask_summary = presence_masks(spec, splits)
-    missing = spec.missing_spec
     record: dict[str, Any] = {
         "schema_version": spec.schema_version, "run_id": spec.run_id, "status": "running", "error": None,
-        "labels": {"method": spec.method["name"], "dataset": spec.dataset["name"], "protocol": protocol,
-                   "scenario": missing.scenario, "rate": missing.rate, "rates": missing.rates,
-                   "test_rate": missing.test_rate if missing.test_rate is not None else missing.rate,
-                   "availability": missing.label("train"), "test_availability": missing.label("test"),
-                   "seed": spec.train_seed, "sim_seed": spec.sim_seed},
+        "labels": run_labels(spec, protocol),
         "spec": spec.to_dict(), "primary_metric": spec.dataset["primary_metric"],
         "metrics": {}, "ceiling": ceiling, "masks": mask_summary, "curves": [], "best_epoch": None,
         "timing": {}, "env": {}, "started_at": started, "finished_at": None, "files": {},
