@@ -150,6 +150,13 @@ def test_cost_matrix_by_hand():
     assert torch.equal(P.squared_distances(x, y), t([[[1, 4], [2, 1]]]))
 
 
+def test_normalized_cost_option():
+    x, y = t([[[3, 0], [0, 2]]]), t([[[1, 0], [1, 1]]])
+    # unit vectors [1,0], [0,1] vs [1,0], [1,1]/sqrt2: 2 - 2 cos
+    want = t([[[0, 2 - math.sqrt(2)], [2, 2 - math.sqrt(2)]]])
+    assert torch.allclose(P.squared_distances(x, y, normalize=True), want, atol=1e-6)
+
+
 def test_entropic_ot_two_by_two_closed_form():
     """Uniform 2x2 plans are [[x, 1/2 - x], [1/2 - x, x]]; the optimum of Eq. 5 has
     log(x / (1/2 - x)) = -(C11 + C22 - C12 - C21) / (2 eps)."""
@@ -389,9 +396,9 @@ def test_yaml_defaults_are_the_paper_values():
 DFPL_VARIANTS = [n for n in list_names("methods") if n == "dfpl" or n.startswith("dfpl-")]
 
 
-def test_ablation_protocol_lists_every_variant():
+def test_ablation_protocol_lists_every_paper_variant():
     proto = load_protocol("dfpl-ablations")
-    assert set(proto.methods) == set(DFPL_VARIANTS)
+    assert set(proto.methods) == set(DFPL_VARIANTS) - {"dfpl-normcost"}  # an option, not a paper row
     assert proto.scenarios == ["both"] and proto.rates == [0.5] and proto.seeds == [0, 1, 2]
 
 

@@ -35,6 +35,8 @@ class DFPLConfig:
             (the paper calls it "a small weighting factor" without a value; 0.1 is our choice).
         num_prototypes: K prototypes per branch (Table III: 3, 5, 10, 15).
         ot_epsilon: entropic regularisation of Eq. 5.
+        ot_cost: ``sqeuclidean`` (Eq. 4) or ``normalized`` (squared distance of L2-normalised
+            prototypes, ``2 - 2 cos``; not the paper, an option for the cost scale).
         sinkhorn_max_iter, sinkhorn_tol, sinkhorn_scaling: POT's batched log-domain Sinkhorn with
             epsilon-scaling (:func:`~mmbench.models.dfpl_parts.sinkhorn_plan`; scaling 0 = plain).
         ffn_mult: hidden width of the TPE's FFN (Eq. 2) as a multiple of D (not given in the paper).
@@ -56,6 +58,7 @@ class DFPLConfig:
     omega: float = 0.1
     num_prototypes: int = 5
     ot_epsilon: float = 0.1
+    ot_cost: Literal["sqeuclidean", "normalized"] = "sqeuclidean"
     sinkhorn_max_iter: int = 50
     sinkhorn_tol: float = 1e-4
     sinkhorn_scaling: float = 0.5
@@ -218,9 +221,10 @@ class DFPL(Method):
         if not bool(rows.any()):
             zero = a["P_shared_image"].sum() * 0.0
             return zero, zero
-        cost = torch.cat([P.squared_distances(a[f"P_{b}_image"][rows], a[f"P_{b}_tabular"][rows])
-                          for b in _BRANCHES])
         c = self.cfg
+        norm = c.ot_cost == "normalized"
+        cost = torch.cat([P.squared_distances(a[f"P_{b}_image"][rows], a[f"P_{b}_tabular"][rows], norm)
+                          for b in _BRANCHES])
         value = P.entropic_ot(cost, c.ot_epsilon, c.sinkhorn_max_iter, c.sinkhorn_tol, c.sinkhorn_scaling)
         shared, spec = value.chunk(2)
         return shared.mean(), spec.mean()

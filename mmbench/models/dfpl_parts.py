@@ -75,7 +75,7 @@ class TokenPrototypeExtractor(nn.Module):
 
     def __init__(self, dim: int, num_prototypes: int, ffn_mult: float = 4.0) -> None:
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(num_prototypes, dim))  # DETR-style N(0, 1) queries
+        self.queries = nn.Parameter(torch.randn(num_prototypes, dim))  # nn.Embedding-style N(0, 1)
         self.w_q = nn.Linear(dim, dim, bias=False)
         self.w_k = nn.Linear(dim, dim, bias=False)
         self.w_v = nn.Linear(dim, dim, bias=False)
@@ -105,8 +105,13 @@ def diversity(prototypes: Tensor, delta: float) -> Tensor:
 # ----------------------------------------------------------------------------- PFA
 
 
-def squared_distances(x: Tensor, y: Tensor) -> Tensor:
-    """Eq. 4: ``C_ij = ||x_i - y_j||^2`` for ``B x K x D`` inputs -> ``B x K x K``."""
+def squared_distances(x: Tensor, y: Tensor, normalize: bool = False) -> Tensor:
+    """Eq. 4: ``C_ij = ||x_i - y_j||^2`` for ``B x K x D`` inputs -> ``B x K x K``.
+
+    ``normalize``: of the L2-normalised prototypes instead (``2 - 2 cos``, in [0, 4]; not the paper).
+    """
+    if normalize:
+        x, y = x / safe_norm(x).unsqueeze(-1), y / safe_norm(y).unsqueeze(-1)
     return (x.unsqueeze(2) - y.unsqueeze(1)).pow(2).sum(-1)
 
 
@@ -251,7 +256,7 @@ class ClassAwareAggregation(nn.Module):
 
     def __init__(self, dim: int, num_classes: int) -> None:
         super().__init__()
-        self.class_queries = nn.Parameter(torch.randn(num_classes, dim))  # Query2Label-style N(0, 1)
+        self.class_queries = nn.Parameter(torch.randn(num_classes, dim))  # Query2Label's nn.Embedding
         self.w_q = nn.Linear(dim, dim, bias=False)
         self.w_k = nn.Linear(dim, dim, bias=False)
         self.w_v = nn.Linear(dim, dim, bias=False)
