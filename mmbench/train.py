@@ -180,6 +180,7 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
             opt, _schedule(cfg, max(1, epochs * per_epoch), cfg.warmup_epochs * per_epoch))
         best_state, stage_best, bad_epochs = None, None, 0
         for epoch in range(epochs):
+            method.begin_epoch(len(curves))
             pipeline.train()
             sums: dict[str, Tensor] = {}
             n_batches = 0

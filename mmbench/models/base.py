@@ -89,3 +89,6 @@ class Method(nn.Module):
 
     def begin_stage(self, name: str) -> None:
         """Hook called before each stage (freeze/unfreeze parts, copy a teacher, ...)."""
+
+    def begin_epoch(self, epoch: int) -> None:
+        """Hook called at the start of every training epoch (0-based, counted across stages)."""
