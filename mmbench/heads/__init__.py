@@ -1,14 +1,6 @@
 """Output heads, registered by name (``native``, ``linear``, ``dpl``)."""
 
-from importlib import import_module
-
+from . import dpl, linear, native  # noqa: F401,E402  (registration)
 from .base import Head
-
-for _name in ["native", "linear", "dpl"]:
-    try:
-        import_module(f"{__name__}.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"{__name__}.{_name}":
-            raise
 
 __all__ = ["Head"]
