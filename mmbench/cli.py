@@ -136,9 +136,14 @@ def run(
         return
     console.print(f"[bold]mmbench run[/]: {len(specs)} run(s), {sum(cached)} already done "
                   f"-> {output_dir}  (executor: {executor})")
-    results = _execute(specs, output_dir, force=force, root=data_root, protocol=proto_name,
-                       executor=executor, jobs=jobs, gpus=gpus.split(",") if gpus else None,
-                       slurm=slurm_opts)
+    before = set(output_dir.rglob("*")) if output_dir.exists() else set()
+    try:
+        results = _execute(specs, output_dir, force=force, root=data_root, protocol=proto_name,
+                           executor=executor, jobs=jobs, gpus=gpus.split(",") if gpus else None,
+                           slurm=slurm_opts)
+    except MMBenchError:
+        _discard_scaffolding(output_dir, before)
+        raise
     _print_summary(results)
     failed = [r for r, _ in results if r["status"] != "ok"]
     if failed:
@@ -146,6 +151,21 @@ def run(
             err_console.print(f"[red]failed[/] {r['labels']['method']} {r['labels']['availability']} "
                               f"seed {r['labels']['seed']}: {r['error']}")
         raise typer.Exit(1)
+
+
+def _discard_scaffolding(output_dir: Path, before: set[Path]) -> None:
+    """After bad input stopped a run: remove what it created that is not a finished record
+    (lock files, a manifest of a grid that finished nothing, empty folders)."""
+    if not output_dir.exists():
+        return
+    new = set(output_dir.rglob("*")) - before
+    wrote_record = any(p.suffix == ".json" and p.parent.parent.parent == output_dir for p in new)
+    for p in new:
+        if p.is_file() and (p.name.endswith(".lock") or (p.parent.name == "grids" and not wrote_record)):
+            p.unlink(missing_ok=True)
+    for p in sorted(new | {output_dir}, key=lambda q: len(q.parts), reverse=True):
+        if p.is_dir() and not any(p.iterdir()) and (p in new or not before):
+            p.rmdir()
 
 
 def _execute(specs: list, output_dir: Path, *, force: bool, root: str | None, protocol: str | None,

@@ -96,6 +96,15 @@ def test_bad_input_is_one_line_exit_2_nothing_written(args, message, tmp_path: P
     assert not (tmp_path / "out").exists()
 
 
+def test_pretrained_weights_offline_is_one_clear_line(tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = cli(["run", "-m", "late_fusion", "-d", "synthetic-tiny", "--set", "encoders.image.pretrained=true",
+                        "-o", str(tmp_path / "out")], monkeypatch, capsys)
+    assert code == 2 and "could not load pretrained weights" in err and "pretrained=false" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()  # nothing half-written: no lock file, manifest or folder
+
+
 def test_bad_yaml_in_user_config_dir(tmp_path: Path, monkeypatch, capsys) -> None:
     (tmp_path / "methods").mkdir()
     (tmp_path / "methods" / "mine.yaml").write_text("impl: late_fusion\nparams: {dropout: [\n")

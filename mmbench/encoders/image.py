@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import timm
 import torch
 from torch import Tensor, nn
@@ -23,6 +25,9 @@ def create_timm_backbone(cfg: ImageEncoderConfig, in_chans: int = 3) -> nn.Modul
                     "in_chans": in_chans, "drop_rate": cfg.drop_rate}
     if cfg.output_stride is not None:
         kwargs["output_stride"] = cfg.output_stride
+    hub_logger = logging.getLogger("huggingface_hub")
+    level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # our one-line error replaces the hub's retry warnings
     try:
         return timm.create_model(cfg.name, **kwargs)
     except TypeError:
@@ -35,6 +40,8 @@ def create_timm_backbone(cfg: ImageEncoderConfig, in_chans: int = 3) -> nn.Modul
                 "this machine may be offline: put the weights in the Hugging Face cache or set "
                 "encoders.image.pretrained=false") from None
         raise
+    finally:
+        hub_logger.setLevel(level)
 
 
 def feature_map_to_tokens(fmap: Tensor) -> Tensor:
