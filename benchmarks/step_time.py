@@ -38,6 +38,7 @@ from mmbench.models.base import BuildContext
 from mmbench.pipeline import Pipeline
 from mmbench.protocols import MissingSpec, simulate_presence
 from mmbench.registry import BALANCERS, HEADS, METHODS
+from mmbench.train import Loader
 
 BASELINE = "late_fusion"
 
@@ -116,6 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         try:
             torch.manual_seed(args.seed)
             e.pipeline = build(name, ctx)
+            loaders = {k: Loader(splits[k], simulate_presence(len(splits[k]), MissingSpec("both", args.rate), k,
+                                                              args.seed), args.batch_size, shuffle=k == "train",
+                                 seed=args.seed) for k in ("train", "val")}
+            e.pipeline.balancer.setup(e.pipeline, loaders)  # e.g. MCE's reference predictors (untimed)
             stages = e.pipeline.method.stages()
             e.pipeline.method.begin_stage(stages[-1].name)
             e.rows = stages[-1].rows
