@@ -252,7 +252,10 @@ def _print_summary(results: list) -> None:
         by = met.get("test_by_pattern", {})
         ceil = r.get("ceiling") or {}
         ceiling = "/".join(f"{100 * ceil[p]:.0f}" for p in PATTERNS if p in ceil) if ceil and m == "accuracy" else "–"
-        t.add_row(lab["method"], _short_avail(lab["availability"]), str(lab["seed"]),
+        avail = _short_avail(lab["availability"])
+        if lab.get("test_availability") and lab["test_availability"] != lab["availability"]:
+            avail += " → test " + _short_avail(lab["test_availability"])
+        t.add_row(lab["method"], avail, str(lab["seed"]),
                   "cached" if skipped else r["status"], _pct(met.get("test", {}).get(m)),
                   *[_pct((by.get(p) or {}).get(m)) for p in PATTERNS], ceiling,
                   f"{r.get('timing', {}).get('train_seconds', 0) or 0:.0f}")
