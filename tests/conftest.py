@@ -45,6 +45,16 @@ def make_batch(patterns: list[str], split: str = "train", offset: int = 0) -> Ba
     return sp.batch(idx, present)
 
 
+def batch_with_presence(split: Split, present) -> Batch:
+    """A batch of the first ``len(present)`` rows of ``split`` with presence rows ``present``
+    (a bool tensor or a list of (image, tabular) pairs)."""
+    present = torch.as_tensor(present, dtype=torch.bool)
+    n = present.shape[0]
+    full = torch.ones(len(split), 2, dtype=torch.bool)
+    full[:n] = present
+    return split.batch(torch.arange(n), full)
+
+
 MIXED = ["complete", "image_only", "tabular_only", "complete", "image_only", "tabular_only", "complete", "complete"]
 
 

@@ -13,6 +13,7 @@ from mmbench.data.synthetic import SyntheticDataset, SyntheticOptions
 from mmbench.encoders import EncodersConfig, TabularEncoderConfig
 from mmbench.models.base import BuildContext
 from mmbench.models.dmrnet import DMRNet, DMRNetConfig, gaussian_kl, hard_combination_loss
+from tests.conftest import batch_with_presence
 
 
 @pytest.fixture(scope="module")
@@ -29,10 +30,8 @@ def make(ctx: BuildContext, **kw) -> DMRNet:
 
 
 def batch_with(splits, rows):
-    present = torch.tensor(rows, dtype=torch.bool)
-    full = torch.ones(len(splits["train"]), 2, dtype=torch.bool)
-    full[: len(rows)] = present
-    return splits["train"].batch(torch.arange(len(rows)), full)
+    """A batch of len(rows) training samples with presence rows (image, tabular)."""
+    return batch_with_presence(splits["train"], rows)
 
 
 # ------------------------------------------------------------------------------------ equations

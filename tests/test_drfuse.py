@@ -24,6 +24,7 @@ from mmbench.models.drfuse import (
     sigmoid_jsd,
 )
 from mmbench.registry import METHODS
+from tests.conftest import batch_with_presence
 
 LN3 = math.log(3.0)
 
@@ -38,10 +39,7 @@ def data():
 
 
 def make_batch(split, present: torch.Tensor) -> Batch:
-    n = present.shape[0]
-    full = torch.ones(len(split), 2, dtype=torch.bool)
-    full[:n] = present
-    return split.batch(torch.arange(n), full)
+    return batch_with_presence(split, present)
 
 
 def build(info, **kw) -> DrFuse:

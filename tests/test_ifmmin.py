@@ -13,6 +13,7 @@ from mmbench.data.synthetic import SyntheticDataset, SyntheticOptions
 from mmbench.encoders import EncodersConfig, TabularEncoderConfig
 from mmbench.models.base import BuildContext
 from mmbench.models.ifmmin import IFMMIN, IFMMINConfig, ResidualAE, cmd, masked_mse
+from tests.conftest import batch_with_presence
 
 TINY = dict(ae_layers=(8, 4), ae_blocks=2, cls_layers=(8,), pretrain_min_rows=2,
             pretrain_epochs=1, student_epochs=1)
@@ -33,10 +34,7 @@ def make(ctx: BuildContext, **kw) -> IFMMIN:
 
 def batch_with(splits, rows):
     """A batch of len(rows) training samples with presence rows (image, tabular)."""
-    present = torch.tensor(rows, dtype=torch.bool)
-    full = torch.ones(len(splits["train"]), 2, dtype=torch.bool)
-    full[: len(rows)] = present
-    return splits["train"].batch(torch.arange(len(rows)), full)
+    return batch_with_presence(splits["train"], rows)
 
 
 # ------------------------------------------------------------------------------------------- CMD

@@ -14,6 +14,7 @@ from mmbench.errors import ConfigError
 from mmbench.models.base import BuildContext
 from mmbench.models.shaspec import ShaSpec, ShaSpecConfig, dao_loss, dco_loss, substitute_missing
 from mmbench.registry import METHODS
+from tests.conftest import batch_with_presence
 
 # presence rows: complete, image-only, tabular-only, complete, image-only, tabular-only
 MIXED = torch.tensor([[1, 1], [1, 0], [0, 1], [1, 1], [1, 0], [0, 1]], dtype=torch.bool)
@@ -26,10 +27,7 @@ def data():
 
 
 def make_batch(split, present: torch.Tensor) -> Batch:
-    n = present.shape[0]
-    full = torch.ones(len(split), 2, dtype=torch.bool)
-    full[:n] = present
-    return split.batch(torch.arange(n), full)
+    return batch_with_presence(split, present)
 
 
 def build(info, **kw) -> ShaSpec:
