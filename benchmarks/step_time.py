@@ -27,6 +27,7 @@ import torch
 
 from mmbench.config import (
     MethodConfig,
+    TrainConfig,
     encoders_config,
     list_names,
     load_dataset,
@@ -38,7 +39,7 @@ from mmbench.models.base import BuildContext
 from mmbench.pipeline import Pipeline
 from mmbench.protocols import MissingSpec, simulate_presence
 from mmbench.registry import BALANCERS, HEADS, METHODS
-from mmbench.train import Loader
+from mmbench.train import Loader, make_optimizer
 
 BASELINE = "late_fusion"
 
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
             e.pipeline.method.begin_stage(stages[-1].name)
             e.rows = stages[-1].rows
             e.pipeline.train()
-            e.optimizer = torch.optim.Adam([p for p in e.pipeline.parameters() if p.requires_grad], lr=1e-4)
+            e.optimizer = make_optimizer([p for p in e.pipeline.parameters() if p.requires_grad],
+                                         TrainConfig(optimizer="adam", lr=1e-4))
             for _ in range(args.warmup):
                 step(e, batch)
         except Exception as exc:  # keep the table going for the other methods

@@ -125,11 +125,15 @@ class FitResult:
     steps: int
 
 
-def _optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The run's optimiser. Adam/AdamW use PyTorch's fused kernel where every parameter allows it
+    (floating point, on CPU or CUDA): the same update rule, several times faster than the
+    per-parameter loop on CPU."""
+    fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
     return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
 
 
@@ -172,7 +176,7 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
                                 f"training rows passing its filter, found {n_rows}")
         method.begin_stage(stage.name)
         params = [p for p in pipeline.parameters() if p.requires_grad]
-        opt = _optimizer(params, cfg)
+        opt = make_optimizer(params, cfg)
         epochs = stage.epochs if stage.epochs is not None else cfg.epochs
         per_epoch = len(loaders["train"]) if cfg.max_steps_per_epoch is None else min(
             len(loaders["train"]), cfg.max_steps_per_epoch)

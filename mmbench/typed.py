@@ -31,7 +31,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, a, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        wanted = "; or ".join(e.removeprefix(f"{where}: ").split(", got ")[0] for e in errors)
+        raise ConfigError(f"{where}: {wanted}, got {value!r}")
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
             return value

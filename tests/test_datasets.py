@@ -396,8 +396,9 @@ def test_ehr_encoder_masking() -> None:
     x2[1, 2:] = 100.0
     t2, p2 = enc({"values": x2, "lengths": lengths})
     assert torch.equal(p2[1], pooled[1]) and torch.equal(t2[0], tokens[0])
-    pair = SharedSpecific(enc, EHRTransformer.shared_prefixes)
+    pair = SharedSpecific(lambda: EHRTransformer(EHREncoderConfig(ffn_dim=16, heads=2), info, 8), "all")
     assert pair.shared.embed is pair.specific.embed and pair.shared.pos is pair.specific.pos
+    assert pair.shared.feature is pair.specific.feature  # DrFuse's shared model_feat
     assert pair.shared.layers is not pair.specific.layers
 
 

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import copy
+from collections.abc import Callable
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..data.base import DataInfo
+from ..errors import ConfigError
 from ..registry import ENCODERS
 from .config import EncodersConfig
+from .staged import StagedEncoder
 
 
-def build_encoder(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int) -> nn.Module:
+def build_encoder(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int) -> StagedEncoder:
     """An encoder for ``modality`` whose ``forward(inputs) -> (tokens B x L x dim, pooled B x dim)``."""
     if modality == "image":
         return ENCODERS.get(cfg.image.kind)(cfg.image, dim, in_chans=info.image_shape[0])
@@ -24,55 +27,56 @@ def build_encoder(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int) 
     raise ValueError(f"unknown modality {modality!r}")
 
 
+def check_separate(separate: int | str) -> None:
+    """``separate_stages`` must be a positive integer or ``"all"``."""
+    if separate != "all" and (isinstance(separate, bool) or not isinstance(separate, int) or separate < 1):
+        raise ConfigError(f"separate_stages must be a positive integer or 'all', got {separate!r}")
+
+
 class SharedSpecific(nn.Module):
-    """Two encoders of identical architecture: the shared one and the specific one.
+    """Two encoders of identical architecture, the shared one and the specific one, whose lower
+    layers are shared: their stem and their lower stages are the same modules, computed once.
 
     DrFuse and DFPL use "two encoders per modality with identical architecture sharing lower
-    layers". The lower part is shared *by parameters*: the modules named in ``shared_prefixes``
-    (e.g. the timm stem and first stage, or the tabular tokenizer) are the same objects in both
-    copies (their forward runs in each copy; they are the cheap lower part).
+    layers". Both copies are built (and initialised) independently by ``build``; the stem and all
+    but the top ``separate`` stages of the specific copy are then replaced by the shared copy's
+    modules. ``separate="all"`` shares the stem only (DrFuse's official code: the ResNet stem
+    ``conv1 + bn1``, the EHR embedding and feature layer). An encoder that is one opaque stage
+    (a timm model outside the ResNet / ConvNeXt families) shares nothing.
     """
 
-    def __init__(self, base: nn.Module, shared_prefixes: tuple[str, ...]) -> None:
+    def __init__(self, build: Callable[[], StagedEncoder], separate: int | str = "all") -> None:
         super().__init__()
-        self.shared = base
-        self.specific = copy.deepcopy(base)
-        for name in shared_prefixes:
-            parent_s, parent_p, leaf = _resolve(self.shared, self.specific, name)
-            setattr(parent_p, leaf, getattr(parent_s, leaf))
+        self.shared, self.specific = build(), build()
+        check_separate(separate)
+        n = len(self.shared.stage_names)
+        self.num_shared = 0 if separate == "all" else max(0, n - int(separate))
+        self.tied = (*self.shared.stem_names, *self.shared.stage_names[: self.num_shared])
+        for name in self.tied:
+            *path, leaf = name.split(".")
+            parent = self.specific.get_submodule(".".join(path)) if path else self.specific
+            setattr(parent, leaf, _get(self.shared, name))
 
     def forward(self, inputs: dict[str, Tensor]) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Returns ((shared tokens, shared pooled), (specific tokens, specific pooled))."""
-        return self.shared(inputs), self.specific(inputs)
+        state = self.shared.stem(inputs)
+        for i in range(self.num_shared):
+            state = self.shared.stage(i, state)
+        return self._top(self.shared, state), self._top(self.specific, state)
+
+    def _top(self, enc: StagedEncoder, state: Any) -> tuple[Tensor, Tensor]:
+        for i in range(self.num_shared, len(enc.stage_names)):
+            state = enc.stage(i, state)
+        return enc.finish(state)
 
 
-def _resolve(a: nn.Module, b: nn.Module, dotted: str) -> tuple[nn.Module, nn.Module, str]:
+def _get(module: nn.Module, dotted: str) -> nn.Module | nn.Parameter:
     *path, leaf = dotted.split(".")
-    for p in path:
-        a, b = getattr(a, p), getattr(b, p)
-    return a, b, leaf
+    parent = module.get_submodule(".".join(path)) if path else module
+    return getattr(parent, leaf)
 
 
-#: Default lower layers shared between the two copies, by encoder kind (an encoder class may
-#: declare its own ``shared_prefixes`` instead).
-DEFAULT_SHARED = {
-    "timm": ("backbone.conv1", "backbone.bn1", "backbone.act1", "backbone.maxpool", "backbone.layer1"),
-    "ft_transformer": ("tokenizer",),
-}
-
-
-def build_shared_specific(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int) -> SharedSpecific:
-    """A shared/specific encoder pair for ``modality`` with the kind's default shared lower layers."""
-    base = build_encoder(modality, info, cfg, dim)
-    kind = cfg.image.kind if modality == "image" else cfg.tabular.kind
-    declared = getattr(type(base), "shared_prefixes", None) or DEFAULT_SHARED.get(kind, ())
-    prefixes = tuple(p for p in declared if _has(base, p))
-    return SharedSpecific(base, prefixes)
-
-
-def _has(module: nn.Module, dotted: str) -> bool:
-    for p in dotted.split("."):
-        if not hasattr(module, p):
-            return False
-        module = getattr(module, p)
-    return True
+def build_shared_specific(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int,
+                          separate: int | str = "all") -> SharedSpecific:
+    """A shared/specific encoder pair for ``modality``; the top ``separate`` stages are not shared."""
+    return SharedSpecific(lambda: build_encoder(modality, info, cfg, dim), separate)

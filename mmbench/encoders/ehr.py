@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..data.base import DataInfo
 from ..registry import register_encoder
+from .staged import StagedEncoder
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,14 @@ def _stack(dim: int, cfg: EHREncoderConfig, n: int) -> nn.Module:
 
 
 @register_encoder("ehr_transformer")
-class EHRTransformer(nn.Module):
-    """Linear embedding + learnable positions + transformer with a key-padding mask; tokens and pooled."""
+class EHRTransformer(StagedEncoder):
+    """Linear embedding + learnable positions + transformer with a key-padding mask; tokens and pooled.
+
+    Stem: the embedding, the positions and the ``feature_depth`` feature layers (DrFuse's shared
+    ``model_feat``); stages: the ``depth`` further layers; finish: the masked mean.
+    """
 
     Config = EHREncoderConfig
-    #: lower modules shared by ``build_shared_specific`` (DrFuse's ``model_feat`` is shared)
-    shared_prefixes = ("embed", "pos", "feature")
 
     def __init__(self, cfg: EHREncoderConfig, info: DataInfo, dim: int) -> None:
         super().__init__()
@@ -66,9 +69,11 @@ class EHRTransformer(nn.Module):
         self.feature = _stack(dim, cfg, cfg.feature_depth)
         self.layers = _stack(dim, cfg, cfg.depth)
         self.dim = dim
+        self.stem_names = ("embed", "pos", "feature")
+        self.stage_names = tuple(f"layers.layers.{i}" for i in range(cfg.depth))
 
-    def forward(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Encode ``inputs["values"]`` (``B x T x C``) with ``inputs["lengths"]`` (``B``)."""
+    def stem(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """(``B x T x D`` states after the feature layers, valid steps ``B x T``, attention keys ``B x T``)."""
         x = inputs["values"].float()
         T = x.shape[1]
         if T > self.cfg.max_len:
@@ -80,16 +85,18 @@ class EHRTransformer(nn.Module):
         keys = valid.clone()
         keys[:, 0] = True
         h = self.embed(x) + self.pos[:, :T]
-        h = (
-            self.feature(h, src_key_padding_mask=~keys)
-            if isinstance(self.feature, nn.TransformerEncoder)
-            else h
-        )
-        h = (
-            self.layers(h, src_key_padding_mask=~keys)
-            if isinstance(self.layers, nn.TransformerEncoder)
-            else h
-        )
+        if isinstance(self.feature, nn.TransformerEncoder):
+            h = self.feature(h, src_key_padding_mask=~keys)
+        return h, valid, keys
+
+    def stage(self, i: int, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """Transformer layer ``i`` with the key-padding mask."""
+        h, valid, keys = state
+        return self.layers.layers[i](h, src_key_padding_mask=~keys), valid, keys
+
+    def finish(self, state: tuple[Tensor, Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """Tokens zeroed at padded steps and their masked mean (zero for a row of length 0)."""
+        h, valid, _ = state
         w = valid.unsqueeze(-1).to(h.dtype)
         tokens = h * w
         pooled = tokens.sum(dim=1) / w.sum(dim=1).clamp_min(1.0)

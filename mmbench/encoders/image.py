@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import register_encoder
 from .config import ImageEncoderConfig
+from .staged import StagedEncoder
 
 
 def create_timm_backbone(cfg: ImageEncoderConfig, in_chans: int = 3) -> nn.Module:
@@ -53,8 +54,25 @@ def feature_map_to_tokens(fmap: Tensor) -> Tensor:
     raise ValueError(f"unexpected feature shape {tuple(fmap.shape)}")
 
 
+def timm_layout(backbone: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """(stem, stages, post) module names that ``backbone.forward_features`` runs, in order.
+
+    ResNet family (``conv1 bn1 act1 maxpool layer1..4``) and ConvNeXt-style models (``stem``,
+    ``stages.i``, ``norm_pre``) are split by stage; any other timm model is one opaque stage
+    (``forward_features``), so a shared/specific pair of it shares nothing.
+    """
+    from timm.models.convnext import ConvNeXt
+    from timm.models.resnet import ResNet
+
+    if isinstance(backbone, ResNet):
+        return ("conv1", "bn1", "act1", "maxpool"), ("layer1", "layer2", "layer3", "layer4"), ()
+    if isinstance(backbone, ConvNeXt):
+        return ("stem",), tuple(f"stages.{i}" for i in range(len(backbone.stages))), ("norm_pre",)
+    return (), (), ()
+
+
 @register_encoder("timm")
-class ImageEncoder(nn.Module):
+class ImageEncoder(StagedEncoder):
     """timm backbone -> feature-map tokens projected to ``dim``; pooled = mean over tokens."""
 
     Config = ImageEncoderConfig
@@ -65,10 +83,28 @@ class ImageEncoder(nn.Module):
         self.backbone = create_timm_backbone(cfg, in_chans)
         self.proj = nn.Linear(self.backbone.num_features, dim)
         self.dim = dim
+        stem, stages, self._post = timm_layout(self.backbone)
+        self.stem_names = tuple(f"backbone.{n}" for n in stem)
+        self.stage_names = tuple(f"backbone.{n}" for n in stages) or ("backbone",)
 
-    def forward(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Encode ``inputs["pixels"]``; returns (tokens ``B x L x D``, pooled ``B x D``)."""
-        tokens = self.proj(feature_map_to_tokens(self.backbone.forward_features(inputs["pixels"])))
+    def stem(self, inputs: dict[str, Tensor]) -> Tensor:
+        """The backbone's stem (identity for an opaque model)."""
+        x = inputs["pixels"]
+        for name in self.stem_names:
+            x = self.get_submodule(name)(x)
+        return x
+
+    def stage(self, i: int, state: Tensor) -> Tensor:
+        """Stage ``i`` of the backbone (the whole ``forward_features`` for an opaque model)."""
+        if self.stage_names == ("backbone",):
+            return self.backbone.forward_features(state)
+        return super().stage(i, state)
+
+    def finish(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        """Post-norm (ConvNeXt), then tokens projected to ``dim`` and their mean."""
+        for name in self._post:
+            state = self.backbone.get_submodule(name)(state)
+        tokens = self.proj(feature_map_to_tokens(state))
         return tokens, tokens.mean(dim=1)
 
 

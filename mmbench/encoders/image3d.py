@@ -10,8 +10,8 @@ projected to ``dim``; the pooled vector is the token mean.
 ``impl: monai`` builds MONAI's ``ResNet`` with the same settings (only if MONAI is installed; it
 is optional because its import alone takes seconds; its shortcut convolutions also carry a bias);
 the default is this file's own network.
-Module names mirror timm's ResNet (``backbone.conv1``, ``bn1``, ``act1``, ``maxpool``, ``layer1..4``),
-so the shared-lower-layers rule of ``build_shared_specific`` is the same as for 2-D images.
+Module names mirror timm's ResNet (``backbone.conv1``, ``bn1``, ``act1``, ``maxpool``, ``layer1..4``):
+the stem is ``conv1 .. maxpool`` and the stages are ``layer1..4``, as for 2-D images.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import register_encoder
+from .staged import StagedEncoder
 
 
 @dataclass(frozen=True)
@@ -118,17 +119,12 @@ class MonaiBackbone(nn.Module):
 
 
 @register_encoder("resnet3d")
-class ResNet3DEncoder(nn.Module):
+class ResNet3DEncoder(StagedEncoder):
     """3-D ResNet -> feature-map tokens projected to ``dim``; pooled = mean over tokens."""
 
     Config = ResNet3DConfig
-    shared_prefixes = (
-        "backbone.conv1",
-        "backbone.bn1",
-        "backbone.act1",
-        "backbone.maxpool",
-        "backbone.layer1",
-    )
+    stem_names = ("backbone.conv1", "backbone.bn1", "backbone.act1", "backbone.maxpool")
+    stage_names = ("backbone.layer1", "backbone.layer2", "backbone.layer3", "backbone.layer4")
 
     def __init__(self, cfg: ResNet3DConfig, dim: int, in_chans: int = 1) -> None:
         super().__init__()
@@ -141,8 +137,12 @@ class ResNet3DEncoder(nn.Module):
         self.proj = nn.Linear(self.backbone.num_features, dim)
         self.dim = dim
 
-    def forward(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Encode ``inputs["pixels"]`` (``B x C x D x H x W``); returns (tokens, pooled)."""
-        fmap = self.backbone.forward_features(inputs["pixels"])
-        tokens = self.proj(torch.flatten(fmap, 2).transpose(1, 2))
+    def stem(self, inputs: dict[str, Tensor]) -> Tensor:
+        """``conv1 -> bn1 -> act1 -> maxpool`` on ``inputs["pixels"]`` (``B x C x D x H x W``)."""
+        b = self.backbone
+        return b.maxpool(b.act1(b.bn1(b.conv1(inputs["pixels"]))))
+
+    def finish(self, state: Tensor) -> tuple[Tensor, Tensor]:
+        """The last feature map flattened into tokens, projected to ``dim``; pooled = their mean."""
+        tokens = self.proj(torch.flatten(state, 2).transpose(1, 2))
         return tokens, tokens.mean(dim=1)

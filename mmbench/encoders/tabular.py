@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from ..data.base import TabularSchema
 from ..registry import register_encoder
 from .config import TabularEncoderConfig
+from .staged import StagedEncoder
 
 
 class FeatureTokenizer(nn.Module):
@@ -51,10 +52,15 @@ class FeatureTokenizer(nn.Module):
 
 
 @register_encoder("ft_transformer")
-class TabularEncoder(nn.Module):
-    """FT-Transformer-style table encoder with tokens and a pooled [CLS] output."""
+class TabularEncoder(StagedEncoder):
+    """FT-Transformer-style table encoder with tokens and a pooled [CLS] output.
+
+    Stem: the column tokenizer and the [CLS] token; stages: the transformer layers; finish: the
+    final LayerNorm.
+    """
 
     Config = TabularEncoderConfig
+    stem_names = ("tokenizer", "cls")
 
     def __init__(self, cfg: TabularEncoderConfig, schema: TabularSchema, dim: int) -> None:
         super().__init__()
@@ -65,14 +71,23 @@ class TabularEncoder(nn.Module):
         self.layers = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.dim = dim
+        self.stage_names = tuple(f"layers.layers.{i}" for i in range(cfg.depth))
 
-    def forward(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
-        """Encode one table batch; returns (column tokens ``B x L x D``, [CLS] ``B x D``)."""
+    def stem(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+        """(``B x (1 + L) x D`` [CLS] + column tokens, key-padding mask of unobserved cells or None)."""
         tokens, observed = self.tokenizer(inputs)
         x = torch.cat([self.cls.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         pad = None
         if observed is not None:
-            keep = torch.cat([torch.ones_like(observed[:, :1]), observed], dim=1)
-            pad = ~keep
-        x = self.norm(self.layers(x, src_key_padding_mask=pad))
+            pad = ~torch.cat([torch.ones_like(observed[:, :1]), observed], dim=1)
+        return x, pad
+
+    def stage(self, i: int, state: tuple[Tensor, Tensor | None]) -> tuple[Tensor, Tensor | None]:
+        """Transformer layer ``i`` with the padding mask."""
+        x, pad = state
+        return self.layers.layers[i](x, src_key_padding_mask=pad), pad
+
+    def finish(self, state: tuple[Tensor, Tensor | None]) -> tuple[Tensor, Tensor]:
+        """Final norm; returns (column tokens ``B x L x D``, [CLS] ``B x D``)."""
+        x = self.norm(state[0])
         return x[:, 1:], x[:, 0]

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 
 from ..data.batch import IMAGE, MODALITIES, TABULAR, Batch, Output, zero_absent
 from ..encoders import build_shared_specific
+from ..encoders.build import check_separate
 from ..errors import ConfigError
 from ..losses import masked_mean, task_loss
 from ..registry import register_method
@@ -49,6 +50,10 @@ class DFPLConfig:
         class_prototype: Table IV class prototypes ``gated`` (Eq. 7) / ``global`` / ``prototype``.
         fusion: Table V ``cma`` / ``concat`` / ``add`` (Table II "CMA off" = ``concat``).
         scale: Table V rows of H used by the fusion: ``multi`` (Eq. 10) / ``global`` / ``prototype``.
+        separate_stages: how many top encoder stages the shared and the specific encoder of a
+            modality do *not* share (the paper: "share lower-layer parameters ... separate higher
+            layers", without saying where; 1 = the last ResNet stage / transformer layer, our
+            default; ``"all"`` = the stem only, as DrFuse's code).
     """
 
     alpha: float = 1.0
@@ -73,8 +78,10 @@ class DFPLConfig:
     class_prototype: Literal["gated", "global", "prototype"] = "gated"
     fusion: Literal["cma", "concat", "add"] = "cma"
     scale: Literal["multi", "global", "prototype"] = "multi"
+    separate_stages: int | Literal["all"] = 1
 
     def __post_init__(self) -> None:
+        check_separate(self.separate_stages)
         if self.num_prototypes < 1:
             raise ConfigError(f"num_prototypes must be >= 1, got {self.num_prototypes}")
         if self.ot_epsilon <= 0:
@@ -103,6 +110,9 @@ class DFPL(Method):
     over complete rows only, and class prototypes of modality m over the rows with m.
 
     Choices where the paper is silent or differs from mmbench:
+      * The shared and specific encoders of a modality (initialised independently) share all but
+        their top ``separate_stages`` stages; the shared part runs once per step (Sec. III-A says
+        only "lower layers"; ``separate_stages="all"`` shares the stem only, as DrFuse's code).
       * Eq. 12 is BCE for multi-label tasks; multi-class tasks use softmax cross-entropy.
       * The classifier after CMA is a per-class linear read-out of Z (Query2Label's).
       * Global features are the mean of the encoder tokens (the tabular [CLS] is not a token).
@@ -121,7 +131,8 @@ class DFPL(Method):
     def __init__(self, ctx: BuildContext, cfg: DFPLConfig) -> None:
         super().__init__(ctx, cfg)
         d, c = ctx.hidden, ctx.info.num_classes
-        self.encoders = nn.ModuleDict({m: build_shared_specific(m, ctx.info, ctx.encoders, d)
+        self.encoders = nn.ModuleDict({m: build_shared_specific(m, ctx.info, ctx.encoders, d,
+                                                             cfg.separate_stages)
                                        for m in MODALITIES})
         if cfg.sspm:
             k = cfg.num_prototypes

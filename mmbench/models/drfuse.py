@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ..data.batch import IMAGE, TABULAR, Batch, Output
 from ..encoders import build_shared_specific
+from ..encoders.build import check_separate
 from ..errors import ConfigError
 from ..losses import masked_mean, task_loss, task_loss_per_sample
 from ..registry import register_method
@@ -54,6 +55,8 @@ class DrFuseConfig:
         jsd_rows: ``"complete"`` (default) = JSD averaged over rows where both modalities are
             present; ``"all"`` = the official code: numerator summed over every row with any modality
             (an absent modality enters through its zero-input features), divided by the complete count.
+        separate_stages: how many top encoder stages the shared and the distinct encoder of a
+            modality do *not* share (``"all"``: only the stem is shared, as the official code).
     """
 
     lambda_pred_shared: float = 0.5
@@ -65,8 +68,10 @@ class DrFuseConfig:
     lambda_rank: float = 0.5
     rank_target: Literal["ovr", "ce"] = "ovr"
     jsd_rows: Literal["complete", "all"] = "complete"
+    separate_stages: int | Literal["all"] = "all"
 
     def __post_init__(self) -> None:
+        check_separate(self.separate_stages)
         for name in ("lambda_pred_shared", "lambda_pred_image", "lambda_pred_tabular", "lambda_jsd",
                      "lambda_cos_image", "lambda_cos_tabular", "lambda_rank"):
             if getattr(self, name) < 0:
@@ -228,7 +233,8 @@ class DrFuse(Method):
     def __init__(self, ctx: BuildContext, cfg: DrFuseConfig) -> None:
         super().__init__(ctx, cfg)
         d, c = ctx.hidden, ctx.info.num_classes
-        self.encoders = nn.ModuleDict({m: build_shared_specific(m, ctx.info, ctx.encoders, d)
+        self.encoders = nn.ModuleDict({m: build_shared_specific(m, ctx.info, ctx.encoders, d,
+                                                             cfg.separate_stages)
                                        for m in ("image", "tabular")})
         self.shared_proj = SharedProjector(d)
         self.heads = nn.ModuleDict({"image": nn.Linear(d, c), "tabular": nn.Linear(d, c),
