@@ -118,3 +118,21 @@ def test_bad_separate_is_a_config_error(bad: object) -> None:
     modality, info, cfg, _ = TINY["timm"]
     with pytest.raises(ConfigError, match="separate_stages"):
         SharedSpecific(lambda: build_encoder(modality, info, cfg, 6), bad)  # type: ignore[arg-type]
+
+
+def test_a_plain_module_cannot_form_a_pair() -> None:
+    with pytest.raises(ConfigError, match="not a StagedEncoder"):
+        SharedSpecific(lambda: torch.nn.Linear(2, 2), 1)  # type: ignore[arg-type,return-value]
+
+
+def test_separate_stages_in_a_method_config() -> None:
+    """``int | 'all'`` from YAML / --set: an int, 'all', or a one-line error naming both."""
+    from mmbench.models.dfpl import DFPLConfig
+    from mmbench.typed import from_dict
+
+    assert from_dict(DFPLConfig, {"separate_stages": "all"}, "dfpl").separate_stages == "all"
+    assert from_dict(DFPLConfig, {"separate_stages": 2}, "dfpl").separate_stages == 2
+    with pytest.raises(ConfigError, match=r"expected an integer; or expected one of \['all'\], got 'some'"):
+        from_dict(DFPLConfig, {"separate_stages": "some"}, "dfpl")
+    with pytest.raises(ConfigError, match="positive integer"):
+        from_dict(DFPLConfig, {"separate_stages": 0}, "dfpl")
