@@ -2,9 +2,10 @@
 
 Every method is built with the same dataset card (so the same encoders, hidden size and image size),
 trained on the same synthetic batch (``both`` missing at ``--rate``), and timed round-robin: each
-round runs ``--steps`` optimiser steps (forward, loss terms, backward, Adam step) per method, so
-slow drifts of a shared machine hit every method alike. The table gives the median over rounds of
-the mean step time and its ratio to ``late_fusion``'s.
+round runs ``--steps`` optimiser steps (forward, loss terms, backward, the run's optimiser step) per
+method, in a shuffled order, so slow drifts of a shared machine hit every method alike. The ratio
+to ``late_fusion`` is taken within each round and the table gives its median and interquartile
+range over rounds (paired, so a noisy host moves both sides), next to the median step time.
 
     python benchmarks/step_time.py                       # every registered method, CPU
     python benchmarks/step_time.py dfpl drfuse --batch-size 64 --image-size 64 --hidden 128
@@ -18,6 +19,7 @@ with its error instead of stopping the table.
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -88,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--image-size", type=int, default=None, help="override the card's image size")
     ap.add_argument("--hidden", type=int, default=None, help="override the card's hidden size")
     ap.add_argument("--rate", type=float, default=0.5, help="'both' missing rate of the batch")
-    ap.add_argument("--steps", type=int, default=5, help="timed steps per method per round")
-    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=2, help="timed steps per method per round")
+    ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3, help="untimed steps per method first")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads (0 = torch default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -134,8 +136,11 @@ def main(argv: list[str] | None = None) -> int:
             e.error = f"{type(exc).__name__}: {exc}"
         entries.append(e)
 
+    order = list(entries)
+    shuffle = random.Random(args.seed).shuffle
     for _ in range(args.rounds):
-        for e in entries:
+        shuffle(order)
+        for e in order:
             if e.error:
                 continue
             try:
@@ -147,19 +152,22 @@ def main(argv: list[str] | None = None) -> int:
                 e.error = f"{type(exc).__name__}: {exc}"
 
     base = next(e for e in entries if e.name == BASELINE)
-    base_t = statistics.median(base.times) if base.times and not base.error else float("nan")
+    if base.error:
+        print(f"{BASELINE} failed: {base.error}", file=sys.stderr)
+        return 1
     print(f"# step time on {torch.device('cpu')} ({torch.get_num_threads()} threads), dataset card "
           f"{card.name}: image {opts.image_size}px, hidden {hidden}, batch {args.batch_size} "
           f"(both at {args.rate:g}), {args.rounds} rounds x {args.steps} steps")
-    print(f"{'method':<24} {'ms/step':>9} {'min-max':>15} {'ratio':>7} {'params (M)':>11}")
+    print(f"{'method':<24} {'ms/step':>9} {'ratio':>7} {'ratio IQR':>13} {'params (M)':>11}")
     for e in entries:
         if e.error or not e.times:
             print(f"{e.name:<24} {'error':>9}  {e.error}")
             continue
-        t = statistics.median(e.times)
+        ratios = [t / b for t, b in zip(e.times, base.times, strict=True)]
+        q1, _, q3 = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else (ratios[0],) * 3
         n_par = sum(p.numel() for p in e.pipeline.parameters()) / 1e6
-        spread = f"{1e3 * min(e.times):.1f}-{1e3 * max(e.times):.1f}"
-        print(f"{e.name:<24} {1e3 * t:>9.1f} {spread:>15} {t / base_t:>7.2f} {n_par:>11.3f}")
+        print(f"{e.name:<24} {1e3 * statistics.median(e.times):>9.1f} {statistics.median(ratios):>7.2f} "
+              f"{f'{q1:.2f}-{q3:.2f}':>13} {n_par:>11.3f}")
     return 0
 
 
