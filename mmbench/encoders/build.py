@@ -56,9 +56,8 @@ class SharedSpecific(nn.Module):
         self.num_shared = 0 if separate == "all" else max(0, n - int(separate))
         self.tied = (*self.shared.stem_names, *self.shared.stage_names[: self.num_shared])
         for name in self.tied:
-            *path, leaf = name.split(".")
-            parent = self.specific.get_submodule(".".join(path)) if path else self.specific
-            setattr(parent, leaf, _get(self.shared, name))
+            parent, leaf = _parent(self.shared, name)
+            setattr(_parent(self.specific, name)[0], leaf, getattr(parent, leaf))
 
     def forward(self, inputs: dict[str, Tensor]) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Returns ((shared tokens, shared pooled), (specific tokens, specific pooled))."""
@@ -73,10 +72,10 @@ class SharedSpecific(nn.Module):
         return enc.finish(state)
 
 
-def _get(module: nn.Module, dotted: str) -> nn.Module | nn.Parameter:
+def _parent(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:
+    """The module holding the attribute ``dotted`` (a submodule or parameter path), and its name."""
     *path, leaf = dotted.split(".")
-    parent = module.get_submodule(".".join(path)) if path else module
-    return getattr(parent, leaf)
+    return (module.get_submodule(".".join(path)) if path else module), leaf
 
 
 def build_shared_specific(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int,
