@@ -34,22 +34,6 @@ from .io import ChannelStats, Progress, decode_into, read_image
 from .table import image_stats
 
 CATEGORICAL = ("Color", "Bodytype", "Gearbox", "Fuel_type")
-CONTINUOUS = (
-    "Wheelbase",
-    "Height",
-    "Width",
-    "Length",
-    "Adv_year",
-    "Adv_month",
-    "Reg_year",
-    "Runned_Miles",
-    "Price",
-    "Seat_num",
-    "Door_num",
-    "Entry_price",
-    "Engine_size",
-)
-PHYSICAL = ("Wheelbase", "Length", "Width", "Height")  # TIP's jitter order
 BASE_CONTINUOUS = (
     "Adv_year",
     "Adv_month",
@@ -61,6 +45,8 @@ BASE_CONTINUOUS = (
     "Entry_price",
     "Engine_size",
 )
+PHYSICAL = ("Wheelbase", "Length", "Width", "Height")  # TIP's jitter order
+CONTINUOUS = ("Wheelbase", "Height", "Width", "Length", *BASE_CONTINUOUS)  # column order of the table
 
 
 @dataclass(frozen=True)
