@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{'setup s':>8} {'(epochs)':>8}")
     for method in args.methods:
         for rate in args.rates:
-            present = simulate_presence(len(train), MissingSpec("both", rate), "train", args.seed)
+            present = torch.from_numpy(simulate_presence(len(train), MissingSpec("both", rate), "train", args.seed))
             batch = train.batch(torch.arange(args.batch_size), present)
             pipes, opts_ = {}, {}
             for bal in ("none", "mce"):

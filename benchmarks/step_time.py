@@ -34,7 +34,7 @@ from mmbench.config import (
     list_names,
     load_dataset,
     load_method,
-    validate_method_parts,
+    method_parts,
 )
 from mmbench.data.synthetic import SyntheticDataset, SyntheticOptions
 from mmbench.models.base import BuildContext
@@ -61,11 +61,12 @@ class Entry:
 def build(name: str, ctx: BuildContext) -> Pipeline:
     """Method + head + balancer of ``name`` (a method YAML, else a registry key with defaults)."""
     mc = load_method(name) if name in list_names("methods") else MethodConfig(name=name, impl=name)
-    typed = validate_method_parts(mc, name)
-    method = METHODS.get(mc.impl)(ctx, typed["params"])
+    params, head_params, balancer_params = method_parts(mc.impl, mc.params, mc.head, mc.head_params, mc.balancer,
+                                                        mc.balancer_params, name)
+    method = METHODS.get(mc.impl)(ctx, params)
     dims = method.embed_dims()
-    head = HEADS.get(mc.head)(ctx, dims, typed["head_params"])
-    balancer = BALANCERS.get(mc.balancer)(ctx, dims, typed["balancer_params"])
+    head = HEADS.get(mc.head)(ctx, dims, head_params)
+    balancer = BALANCERS.get(mc.balancer)(ctx, dims, balancer_params)
     return Pipeline(method, head, balancer)
 
 
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
                             image_size=args.image_size or card.options.get("image_size", 32))
     info, splits = SyntheticDataset(opts).load()
     split = splits["train"]
-    present = simulate_presence(len(split), MissingSpec("both", args.rate), "train", args.seed)
+    present = torch.from_numpy(simulate_presence(len(split), MissingSpec("both", args.rate), "train", args.seed))
     batch = split.batch(torch.arange(args.batch_size), present)
     enc = encoders_config(card)
     ctx = BuildContext(info=info, encoders=enc, hidden=hidden)
@@ -120,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             torch.manual_seed(args.seed)
             e.pipeline = build(name, ctx)
-            loaders = {k: Loader(splits[k], simulate_presence(len(splits[k]), MissingSpec("both", args.rate), k,
-                                                              args.seed), args.batch_size, shuffle=k == "train",
-                                 seed=args.seed) for k in ("train", "val")}
+            loaders = {k: Loader(splits[k], torch.from_numpy(simulate_presence(
+                len(splits[k]), MissingSpec("both", args.rate), k, args.seed)), args.batch_size,
+                shuffle=k == "train", seed=args.seed) for k in ("train", "val")}
             e.pipeline.balancer.setup(e.pipeline, loaders)  # e.g. MCE's reference predictors (untimed)
             stages = e.pipeline.method.stages()
             e.pipeline.method.begin_stage(stages[-1].name)

@@ -1,9 +1,16 @@
-"""The ``mmbench`` command line (Typer): run, table, check, ls, validate, prepare, plot, stats."""
+"""The ``mmbench`` command line (Typer): run, table, check, stats, plot, ls, validate, prepare.
+
+A thin layer: planning lives in :mod:`mmbench.plan`, execution behind :mod:`mmbench.executors`,
+records in :mod:`mmbench.records`, reports in :mod:`mmbench.report`. Commands that only read
+records or configs never import torch. Every bad input ends as one line on stderr and exit code 2
+(:func:`main` is the one place that decides how an error is shown).
+"""
 
 from __future__ import annotations
 
 import shutil
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,8 +26,66 @@ _WIDTH = max(100, shutil.get_terminal_size((120, 24)).columns)
 console = Console(width=_WIDTH)
 err_console = Console(stderr=True, width=_WIDTH)
 
-ConfigDirOpt = Annotated[list[str] | None, typer.Option("--config-dir", help="Extra folder with methods/, datasets/, protocols/ YAMLs (searched first).")]
+
+class ExecutorName(str, Enum):
+    sequential = "sequential"
+    local = "local"
+    slurm = "slurm"
+
+
+class TableFormat(str, Enum):
+    md = "md"
+    csv = "csv"
+    latex = "latex"
+    html = "html"
+
+
+class StatsTest(str, Enum):
+    wilcoxon = "wilcoxon"
+    bootstrap = "bootstrap"
+
+
+class PlotKind(str, Enum):
+    curve = "curve"
+    patterns = "patterns"
+    seeds = "seeds"
+
+
+class CurveAxis(str, Enum):
+    auto = "auto"
+    test_rate = "test_rate"
+    rate = "rate"
+
+
+class DropReference(str, Enum):
+    complete = "complete"
+    rate0 = "rate0"
+
+
+class Listable(str, Enum):
+    methods = "methods"
+    datasets = "datasets"
+    protocols = "protocols"
+    heads = "heads"
+    balancers = "balancers"
+    encoders = "encoders"
+
+
+class Metric(str, Enum):
+    accuracy = "accuracy"
+    macro_f1 = "macro_f1"
+    auroc = "auroc"
+    prauc = "prauc"
+
+
+ConfigDirOpt = Annotated[list[str] | None, typer.Option("--config-dir", help="Extra folder with methods/, datasets/, protocols/, heads/, balancers/ YAMLs (searched first).")]
 OutputOpt = Annotated[Path, typer.Option("--output-dir", "-o", help="Folder of run records.")]
+ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")]
+DatasetsOpt = Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")]
+MethodsOpt = Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")]
+ProtocolOpt = Annotated[str | None, typer.Option(help="Only runs made under this protocol.")]
+MetricOpt = Annotated[Metric | None, typer.Option(help="Metric (default: each dataset's primary).")]
+DataRootOpt = Annotated[str | None, typer.Option("--data-root", help="Root of real datasets (else $MMBENCH_DATA).")]
 _SLURM = "Slurm (--executor slurm)"
 
 
@@ -28,50 +93,84 @@ def _pct(v: Any) -> str:
     return "–" if v is None else f"{100 * v:.1f}"
 
 
-def _parse_rates(text: str | None, flag: str) -> dict[str, float] | None:
-    if text is None:
-        return None
-    out = {}
-    for part in text.split(","):
-        k, sep, v = part.partition("=")
-        try:
-            if not sep:
-                raise ValueError
-            out[k.strip()] = float(v)
-        except ValueError:
-            raise MMBenchError(f"{flag} {text!r}: expected modality=rate pairs like image=0.5,tabular=0.1") from None
-    return out
+def _value(e: Enum | None) -> str | None:
+    return None if e is None else e.value
 
 
+# ------------------------------------------------------------------------------------------- paths
+def writable_file(path: Path, flag: str) -> Path:
+    """``path`` if a file can be written there (checked before any work); else one line."""
+    if path.is_dir():
+        raise MMBenchError(f"{flag} {path}: is a folder; expected a file path")
+    parent = path.parent if str(path.parent) else Path(".")
+    for p in (parent, *parent.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise MMBenchError(f"{flag} {path}: {p} is a file, not a folder")
+            if not _can_write(p):
+                raise MMBenchError(f"{flag} {path}: cannot write in {p} (permission denied)")
+            break
+    return path
+
+
+def writable_dir(path: Path, flag: str) -> Path:
+    """``path`` if it is (or can be created as) a writable folder; else one line."""
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise MMBenchError(f"{flag} {path}: {p} is a file, not a folder")
+            if not _can_write(p):
+                raise MMBenchError(f"{flag} {path}: cannot write in {p} (permission denied)")
+            break
+    return path
+
+
+def _can_write(p: Path) -> bool:
+    import os
+
+    return os.access(p, os.W_OK | os.X_OK)
+
+
+def write_text(path: Path, text: str, flag: str) -> None:
+    """Write ``text`` atomically to a user-given path; file-system errors become one line."""
+    from .records import atomic_write_bytes
+
+    try:
+        atomic_write_bytes(path, text.encode())
+    except OSError as exc:
+        raise MMBenchError(f"{flag} {path}: cannot write ({exc.strerror or exc})") from None
+
+
+# --------------------------------------------------------------------------------------------- run
 @app.command()
 def run(
     method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Method config name (repeatable).")] = None,
     dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Dataset card name (repeatable).")] = None,
     scenario: Annotated[str | None, typer.Option(help="none | image | tabular | both | imbalanced (default: both).")] = None,
-    rate: Annotated[float | None, typer.Option(help="Missing rate eta for train/val (default 0.5).")] = None,
+    rate: Annotated[float | None, typer.Option(help="Missing rate eta for train/val (default 0.5): the fraction of samples that lose a modality.")] = None,
     test_rate: Annotated[float | None, typer.Option("--test-rate", help="Missing rate on the test split (sweeps).")] = None,
-    rates: Annotated[str | None, typer.Option(help="Imbalanced per-modality rates, e.g. image=0.5,tabular=0.1.")] = None,
-    test_rates: Annotated[str | None, typer.Option("--test-rates", help="Imbalanced test rates.")] = None,
+    rates: Annotated[str | None, typer.Option(help="Imbalanced per-modality missing rates, e.g. image=0.5,tabular=0.1.")] = None,
+    test_rates: Annotated[str | None, typer.Option("--test-rates", help="Imbalanced test missing rates.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds: 0-4, 0,2,5 or 3 (default 0).")] = None,
-    sim_seed: Annotated[int | None, typer.Option("--sim-seed", help="Fix the missingness seed across training seeds.")] = None,
+    sim_seed: Annotated[int | None, typer.Option("--sim-seed", min=0, help="Fix the missingness seed across training seeds.")] = None,
     protocol: Annotated[str | None, typer.Option(help="Protocol grid name (protocols/<name>.yaml).")] = None,
     output_dir: OutputOpt = Path("results"),
     head: Annotated[str | None, typer.Option(help="Output head replacing the method's classifier (e.g. dpl; see `mmbench ls heads`).")] = None,
     balancer: Annotated[str | None, typer.Option(help="Training balancer (e.g. mce; see `mmbench ls balancers`).")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="Override, e.g. train.epochs=5 or head=dpl (repeatable).")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a spec key, e.g. train.epochs=5, method.params.num_prototypes=10, head.params.supcon_weight=0.5 (repeatable).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run cells whose record already exists.")] = False,
     config_dir: ConfigDirOpt = None,
-    data_root: Annotated[str | None, typer.Option("--data-root", help="Root of real datasets (else $MMBENCH_DATA).")] = None,
-    executor: Annotated[str, typer.Option(help="sequential | local | slurm.")] = "sequential",
-    jobs: Annotated[int, typer.Option(help="Parallel workers for --executor local.")] = 2,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and exit.")] = False,
+    data_root: DataRootOpt = None,
+    executor: Annotated[ExecutorName, typer.Option(help="Where the runs execute.")] = ExecutorName.sequential,
+    jobs: Annotated[int | None, typer.Option(min=1, help="Workers for --executor local (default: the usable CPU cores; each worker imports torch once, so the pool pays off for runs of a minute or more).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the planned runs and their resolved settings, and exit.")] = False,
     gpus: Annotated[str | None, typer.Option(help="--executor local: GPU ids, one per worker (0,1).")] = None,
     slurm_partition: Annotated[str | None, typer.Option(help="Partition.", rich_help_panel=_SLURM)] = None,
     slurm_time: Annotated[str, typer.Option(help="Per run: minutes or 2:00:00.", rich_help_panel=_SLURM)] = "60",
-    slurm_gpus: Annotated[int, typer.Option(help="GPUs per run.", rich_help_panel=_SLURM)] = 0,
-    slurm_cpus: Annotated[int | None, typer.Option(help="CPUs per run.", rich_help_panel=_SLURM)] = None,
-    slurm_mem_gb: Annotated[float | None, typer.Option(help="GB per run.", rich_help_panel=_SLURM)] = None,
-    slurm_array_parallelism: Annotated[int, typer.Option(help="Runs at once.", rich_help_panel=_SLURM)] = 16,
+    slurm_gpus: Annotated[int, typer.Option(min=0, help="GPUs per run.", rich_help_panel=_SLURM)] = 0,
+    slurm_cpus: Annotated[int | None, typer.Option(min=1, help="CPUs per run.", rich_help_panel=_SLURM)] = None,
+    slurm_mem_gb: Annotated[float | None, typer.Option(min=0, help="GB per run.", rich_help_panel=_SLURM)] = None,
+    slurm_array_parallelism: Annotated[int, typer.Option(min=1, help="Runs at once.", rich_help_panel=_SLURM)] = 16,
     slurm_log_dir: Annotated[str | None, typer.Option(help="Default <output-dir>/slurm-logs.",
                                                       rich_help_panel=_SLURM)] = None,
     slurm_account: Annotated[str | None, typer.Option(help="Account.", rich_help_panel=_SLURM)] = None,
@@ -79,154 +178,167 @@ def run(
     slurm_cluster: Annotated[str, typer.Option(hidden=True, help="slurm | debug (in-process) | local.")] = "slurm",
 ) -> None:
     """Train and evaluate methods on datasets under a missingness protocol; one record per run."""
-    from .config import load_protocol, parse_seeds, parse_set, resolve
-    from .executors import EXECUTORS
-    from .protocols import MissingSpec
-    from .records import existing_ok, record_path
+    from .executors import make_executor
+    from .plan import GridRequest, build_plan, parse_rates
 
-    if executor not in EXECUTORS:
-        raise MMBenchError(f"--executor {executor!r}: expected one of {', '.join(EXECUTORS)}")
     slurm_opts = None
-    if executor == "slurm":
+    if executor is ExecutorName.slurm:
         from .slurm import SlurmOptions
 
         slurm_opts = SlurmOptions(partition=slurm_partition, time=slurm_time, gpus_per_node=slurm_gpus,
                                   cpus_per_task=slurm_cpus, mem_gb=slurm_mem_gb,
                                   array_parallelism=slurm_array_parallelism, log_dir=slurm_log_dir,
                                   account=slurm_account, qos=slurm_qos, cluster=slurm_cluster)
-    overrides = parse_set(set_)
-    if head is not None:
-        overrides["head"] = head
-    if balancer is not None:
-        overrides["balancer"] = balancer
-    proto_name = None
-    if protocol:
-        proto = load_protocol(protocol, config_dir)
-        proto_name = proto.name
-        if scenario or rate is not None or rates:
-            raise MMBenchError("--protocol and --scenario/--rate/--rates are exclusive: the protocol defines the cells")
-        cells = proto.cells()
-        if test_rate is not None:
-            cells = [MissingSpec(c.scenario, c.rate, c.rates, test_rate, c.test_rates) for c in cells]
-        methods = method or proto.methods
-        datasets = dataset or proto.datasets
-        seed_list = parse_seeds(seeds) if seeds else list(proto.seeds)
-        overrides = {**proto.set, **overrides}
-    else:
-        sc = scenario or ("imbalanced" if rates else "both")
-        imb = _parse_rates(rates, "--rates")
-        timb = _parse_rates(test_rates, "--test-rates")
-        if sc == "imbalanced" and not imb:
-            raise MMBenchError("--scenario imbalanced needs --rates image=R1,tabular=R2")
-        if sc != "imbalanced" and imb:
-            raise MMBenchError(f"--rates is for --scenario imbalanced, not {sc!r}; use --rate")
-        cells = [MissingSpec(sc, 0.5 if rate is None and sc not in ("none", "imbalanced") else (rate or 0.0),
-                             imb or {}, test_rate, timb)]
-        methods, datasets = method or [], dataset or []
-        seed_list = parse_seeds(seeds if seeds is not None else "0")
-    if not methods:
-        raise MMBenchError("no method given: pass --method NAME (see `mmbench ls methods`)")
-    if not datasets:
-        raise MMBenchError("no dataset given: pass --dataset NAME (see `mmbench ls datasets`)")
-    specs = [resolve(m, d, cell, s, overrides=overrides, sim_seed=sim_seed, config_dir=config_dir)
-             for d in datasets for m in methods for cell in cells for s in seed_list]
-    cached = [existing_ok(record_path(output_dir, s), s.run_id) is not None and not force for s in specs]
-    if dry_run:
-        _print_plan(specs, cached, output_dir)
-        return
-    console.print(f"[bold]mmbench run[/]: {len(specs)} run(s), {sum(cached)} already done "
-                  f"-> {output_dir}  (executor: {executor})")
-    before = set(output_dir.rglob("*")) if output_dir.exists() else set()
-    try:
-        results = _execute(specs, output_dir, force=force, root=data_root, protocol=proto_name,
-                           executor=executor, jobs=jobs, gpus=gpus.split(",") if gpus else None,
+    elif any(v is not None for v in (slurm_partition, slurm_cpus, slurm_mem_gb, slurm_log_dir, slurm_account,
+                                      slurm_qos)) or slurm_gpus:
+        raise MMBenchError(f"--slurm-* options are for --executor slurm, not {executor.value}")
+    if jobs is not None and executor is not ExecutorName.local:
+        raise MMBenchError(f"--jobs is for --executor local, not {executor.value}")
+    writable_dir(output_dir, "--output-dir")
+    req = GridRequest(methods=method or [], datasets=dataset or [], scenario=scenario, rate=rate,
+                      test_rate=test_rate, rates=parse_rates(rates, "--rates"),
+                      test_rates=parse_rates(test_rates, "--test-rates"), seeds=seeds, sim_seed=sim_seed,
+                      protocol=protocol, head=head, balancer=balancer, set=set_ or [], config_dir=config_dir)
+    plan = build_plan(req)
+    runner = make_executor(executor.value, jobs=jobs, gpus=[g.strip() for g in gpus.split(",")] if gpus else None,
                            slurm=slurm_opts)
-    except MMBenchError:
+    if dry_run:
+        _print_plan(plan, output_dir)
+        return
+    _run_plan(plan, runner, output_dir, force, data_root)
+
+
+def _run_plan(plan: Any, runner: Any, output_dir: Path, force: bool, data_root: str | None) -> None:
+    from .executors import Hooks, RunContext
+    from .plan import plan_status
+
+    status = plan_status(plan, output_dir, force)
+    console.print(f"[bold]mmbench run[/]: {len(plan)} run(s), {sum(status.done)} already done "
+                  f"-> {output_dir}  (executor: {runner.name})")
+    for i, why in status.superseded.items():
+        console.print(f"[yellow]re-running[/] {plan.specs[i].label} {plan.specs[i].short_name()}: its record was "
+                      f"made by older code ({why})")
+    before = set(output_dir.rglob("*")) if output_dir.exists() else set()
+    ctx = RunContext(output_dir, force, data_root)
+    try:
+        if runner.name == "sequential" and console.is_terminal:
+            outcomes = _run_with_progress(plan, runner, ctx)
+        else:
+            hooks = Hooks(on_done=lambda i, o: console.print(_one_line(o)), log=console.print,
+                          on_epoch=_plain_epoch_lines if runner.name == "sequential" else None)
+            outcomes = runner.run(plan, ctx, hooks)
+    except BaseException:
         _discard_scaffolding(output_dir, before)
         raise
-    _print_summary(results)
-    failed = [r for r, _ in results if r["status"] != "ok"]
+    errors = [o for o in outcomes if o.status == "error"]
+    if errors and all(o.record is None or o.skipped for o in outcomes):
+        _discard_scaffolding(output_dir, before)
+    _print_summary(outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    for o in failed:
+        err_console.print(f"[red]failed[/] {o.spec.label} {o.spec.missing.describe()} seed {o.spec.train_seed}: "
+                          f"{o.record.error}", highlight=False, soft_wrap=True)
+    if errors:
+        if len(plan) == 1:
+            raise MMBenchError(errors[0].error or "unknown error")
+        raise MMBenchError(f"{len(errors)} of {len(plan)} run(s) stopped on bad input: "
+                           + "; ".join(f"{o.spec.label} seed {o.spec.train_seed}: {o.error}" for o in errors[:3])
+                           + ("" if len(errors) <= 3 else f"; +{len(errors) - 3} more (see the grid manifest)"))
     if failed:
-        for r in failed:
-            err_console.print(f"[red]failed[/] {r['labels']['method']} {r['labels']['availability']} "
-                              f"seed {r['labels']['seed']}: {r['error']}")
         raise typer.Exit(1)
 
 
+def _plain_epoch_lines(i: int, spec: Any) -> Any:
+    """One plain line per epoch (for logs and Slurm output, where a progress bar shows nothing)."""
+    def cb(row: dict) -> None:
+        losses = " ".join(f"{k}={v:.4g}" for k, v in row["train_loss"].items())
+        v = row["val"].get(spec.dataset.primary_metric)
+        console.print(f"{spec.label} seed {spec.train_seed} · {row['stage']} epoch {row['epoch']}: {losses} · "
+                      f"val {spec.dataset.primary_metric} {_pct(v)} · {row['seconds']:.1f}s",
+                      highlight=False, soft_wrap=True)
+    return cb
+
+
+def _run_with_progress(plan: Any, runner: Any, ctx: Any) -> list:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .executors import Hooks
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  TextColumn("{task.fields[info]}"), console=console, transient=True) as progress:
+        grid = progress.add_task("runs", total=len(plan), info="")
+        epochs = progress.add_task("epochs", total=1, info="")
+
+        def on_start(i: int, spec: Any) -> None:
+            label = f"{spec.label} · {spec.missing.label()} · seed {spec.train_seed}"
+            progress.update(epochs, completed=0, total=spec.train.epochs, description=label, info="")
+
+        def on_epoch(i: int, spec: Any) -> Any:
+            def cb(row: dict) -> None:
+                v = row["val"].get(spec.dataset.primary_metric)
+                progress.update(epochs, completed=row["epoch"],
+                                info=f"{row['stage']} loss {row['train_loss'].get('total', 0):.3f} val {_pct(v)}")
+            return cb
+
+        def on_done(i: int, outcome: Any) -> None:
+            progress.advance(grid)
+            progress.console.print(_one_line(outcome))
+
+        return runner.run(plan, ctx, Hooks(on_start=on_start, on_epoch=on_epoch, on_done=on_done,
+                                           log=progress.console.print))
+
+
 def _discard_scaffolding(output_dir: Path, before: set[Path]) -> None:
-    """After bad input stopped a run: remove what it created that is not a finished record
+    """After a command that finished nothing: remove what it created that is not a finished record
     (lock files, a manifest of a grid that finished nothing, empty folders)."""
+    from .records import is_scaffolding
+
     if not output_dir.exists():
         return
     new = set(output_dir.rglob("*")) - before
-    wrote_record = any(p.suffix == ".json" and p.parent.parent.parent == output_dir for p in new)
     for p in new:
-        if p.is_file() and (p.name.endswith(".lock") or (p.parent.name == "grids" and not wrote_record)):
+        if p.is_file() and is_scaffolding(p, output_dir):
             p.unlink(missing_ok=True)
     for p in sorted(new | {output_dir}, key=lambda q: len(q.parts), reverse=True):
         if p.is_dir() and not any(p.iterdir()) and (p in new or not before):
             p.rmdir()
 
 
-def _execute(specs: list, output_dir: Path, *, force: bool, root: str | None, protocol: str | None,
-             executor: str, jobs: int, gpus: list[str] | None = None, slurm: Any = None) -> list:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from .executors import run_local, run_sequential
-
-    if executor == "local":
-        return run_local(specs, output_dir, force=force, root=root, protocol=protocol, jobs=jobs,
-                         on_done=lambda i, res: console.print(_one_line(res)), gpus=gpus)
-    if executor == "slurm":
-        from .slurm import run_slurm
-
-        return run_slurm(specs, output_dir, force=force, root=root, protocol=protocol, options=slurm,
-                         on_done=lambda i, res: console.print(_one_line(res)), log=console.print)
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[info]}"), console=console, transient=True) as progress:
-        grid = progress.add_task("runs", total=len(specs), info="")
-        epochs = progress.add_task("epochs", total=1, info="")
-
-        def on_start(i: int, spec: Any) -> None:
-            label = f"{spec.method['name']} · {spec.missing_spec.label()} · seed {spec.train_seed}"
-            progress.update(epochs, completed=0, total=spec.train_config.epochs, description=label, info="")
-
-        def on_epoch_factory(i: int, spec: Any):
-            def cb(row: dict) -> None:
-                v = row["val"].get(spec.dataset["primary_metric"])
-                progress.update(epochs, completed=row["epoch"],
-                                info=f"{row['stage']} loss {row['train_loss'].get('total', 0):.3f} val {_pct(v)}")
-            return cb
-
-        def on_done(i: int, res: Any) -> None:
-            progress.advance(grid)
-            progress.console.print(_one_line(res))
-
-        return run_sequential(specs, output_dir, force=force, root=root, protocol=protocol, on_start=on_start,
-                              on_epoch_factory=on_epoch_factory, on_done=on_done)
+def _one_line(o: Any) -> str:
+    spec, rec = o.spec, o.record
+    state = {"cached": "[dim]cached[/]", "ok": "[green]ok[/]", "failed": "[red]failed[/]",
+             "error": "[red]error[/]"}[o.status]
+    m = spec.dataset.primary_metric
+    tail = f"test {m} {_pct(rec.test_value())}" if rec is not None else (o.error or "")
+    return f"{state} {spec.label} on {spec.dataset.name} · {spec.missing.describe('test')} · seed {spec.train_seed}: {tail}"
 
 
-def _one_line(res: tuple) -> str:
-    r, skipped = res
-    lab = r["labels"]
-    m = r["primary_metric"]
-    val = r.get("metrics", {}).get("test", {}).get(m)
-    state = "[dim]cached[/]" if skipped else ("[green]ok[/]" if r["status"] == "ok" else "[red]failed[/]")
-    return (f"{state} {lab['method']} on {lab['dataset']} · {lab['availability']} · seed {lab['seed']}: "
-            f"test {m} {_pct(val)}")
-
-
-def _print_plan(specs: list, cached: list[bool], output_dir: Path) -> None:
+def _print_plan(plan: Any, output_dir: Path) -> None:
+    from .plan import plan_status
     from .records import record_path
+    from .typed import dump
 
-    t = Table(title=f"Planned runs ({len(specs)}, {sum(cached)} already done)")
-    for col in ("method", "dataset", "cell", "test", "seed", "run id", "state"):
+    status = plan_status(plan, output_dir, False)
+    t = Table(title=f"Planned runs ({len(plan)}, {sum(status.done)} already done)")
+    for col in ("method", "dataset", "cell (train)", "test", "seed", "run id", "state"):
         t.add_column(col)
-    for s, c in zip(specs, cached, strict=True):
-        t.add_row(s.method["name"], s.dataset["name"], s.missing_spec.label(), s.missing_spec.label("test"),
-                  str(s.train_seed), s.run_id[:8], "done" if c else "to run")
+    for i, (s, done) in enumerate(zip(plan.specs, status.done, strict=True)):
+        state = "done" if done else ("re-run: " + status.superseded[i] if i in status.superseded else "to run")
+        t.add_row(s.label, s.dataset.name, s.missing.describe("train"), s.missing.describe("test"),
+                  str(s.train_seed), s.run_id[:8], state)
     console.print(t)
-    console.print(f"records go to {record_path(output_dir, specs[0]).parents[2] if specs else output_dir}")
+    settings: dict[str, list[str]] = {}
+    for s in plan.specs:
+        key = ", ".join(f"{k}={v}" for k, v in dump(s.train).items())
+        settings.setdefault(key, []).append(s.label)
+    t = Table(title="Resolved trainer settings", show_lines=True)
+    t.add_column("methods")
+    t.add_column("train")
+    for key, labels in settings.items():
+        t.add_row(", ".join(dict.fromkeys(labels)), key)
+    console.print(t)
+    if plan.specs:
+        console.print(f"records go to {record_path(output_dir, plan.specs[0]).parents[1]}")
 
 
 def _short_avail(label: str) -> str:
@@ -234,103 +346,109 @@ def _short_avail(label: str) -> str:
     return "/".join(p[0] + p.split(" ")[1].rstrip("%") for p in label.split(" / "))
 
 
-def _print_summary(results: list) -> None:
-    from .data.batch import PATTERNS
+def _print_summary(outcomes: list) -> None:
+    from .core import PATTERNS
 
-    if not results:
+    recs = [(o, o.record) for o in outcomes if o.record is not None]
+    if not recs:
         return
-    r0 = results[0][0]
-    t = Table(title=f"Test {r0['primary_metric']} (%) · ceiling = Bayes-optimal per pattern (complete/image-only/"
-                    "tabular-only)", title_justify="left")
+    m = recs[0][1].primary_metric
+    t = Table(title=f"Test {m} (%) per missing pattern · ceiling = Bayes-optimal accuracy per pattern "
+                    "(complete/image-only/tabular-only) · avail. = % of samples with image / table",
+              title_justify="left")
     for col, just in (("method", "left"), ("avail.", "left"), ("seed", "right"), ("status", "left"),
                       ("all", "right"), ("compl.", "right"), ("img", "right"), ("tab", "right"),
-                      ("ceiling", "right"), ("sec", "right")):
+                      ("ceiling", "right"), ("regret", "right"), ("sec", "right")):
         t.add_column(col, justify=just)
-    for r, skipped in results:
-        lab, m = r["labels"], r["primary_metric"]
-        met = r.get("metrics", {})
-        by = met.get("test_by_pattern", {})
-        ceil = r.get("ceiling") or {}
-        ceiling = "/".join(f"{100 * ceil[p]:.0f}" for p in PATTERNS if p in ceil) if ceil and m == "accuracy" else "–"
-        avail = _short_avail(lab["availability"])
-        if lab.get("test_availability") and lab["test_availability"] != lab["availability"]:
-            avail += " → test " + _short_avail(lab["test_availability"])
-        t.add_row(lab["method"], avail, str(lab["seed"]),
-                  "cached" if skipped else r["status"], _pct(met.get("test", {}).get(m)),
-                  *[_pct((by.get(p) or {}).get(m)) for p in PATTERNS], ceiling,
-                  f"{r.get('timing', {}).get('train_seconds', 0) or 0:.0f}")
+    for o, r in recs:
+        lab, mm = r.labels, r.primary_metric
+        by = r.metrics.test_by_pattern
+        ceil = r.ceiling or {}
+        ceiling = "/".join(f"{100 * ceil[p]:.0f}" for p in PATTERNS if ceil.get(p) is not None) \
+            if ceil and mm == "accuracy" else "–"
+        avail = _short_avail(lab.availability)
+        if lab.test_availability != lab.availability:
+            avail += " → test " + _short_avail(lab.test_availability)
+        regret = (r.metrics.regret or {}).get("overall")
+        t.add_row(lab.method, avail, str(lab.seed), "cached" if o.skipped else r.status,
+                  _pct(r.metrics.test.get(mm)), *[_pct((by.get(p) or {}).get(mm)) for p in PATTERNS], ceiling,
+                  _pct(regret), f"{r.timing.train_seconds or 0:.0f}")
     console.print(t)
 
 
-@app.command()
-def table(
-    results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
-    dataset: Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")] = None,
-    method: Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")] = None,
-    protocol: Annotated[str | None, typer.Option(help="Only runs made under this protocol.")] = None,
-    metric: Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")] = None,
-    fmt: Annotated[str, typer.Option("--format", "-f", help="md | csv | latex | html")] = "md",
-    out: Annotated[Path | None, typer.Option("--out", help="Write to this file (atomically) instead of stdout.")] = None,
-    stats_: Annotated[bool, typer.Option("--stats", help="Dagger on the methods not significantly different "
-                                         "from the row's best.")] = False,
-    stats_test: Annotated[str, typer.Option("--stats-test", help="wilcoxon (paired by seed) | bootstrap "
-                                            "(paired over test samples, from the .npz predictions).")] = "wilcoxon",
-    alpha: Annotated[float, typer.Option(help="Significance level for --stats (Holm within the row).")] = 0.05,
-) -> None:
-    """Comparison table (mean ± std over seeds, best per row marked) built only from records."""
-    from .metrics import METRICS
-    from .records import atomic_write_bytes, load_records
-    from .report.tables import render
+# ----------------------------------------------------------------------------------- reading records
+def _load(results: Path, dataset: list[str] | None = None, method: list[str] | None = None,
+          protocol: str | None = None) -> list:
+    """Records under ``results`` passing the filters; files left out are named in one warning line each."""
+    from .records import load_records
 
-    if fmt not in ("md", "csv", "latex", "html"):
-        raise MMBenchError(f"--format {fmt!r}: expected md, csv, latex or html")
-    if metric is not None and metric not in METRICS:
-        raise MMBenchError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
-    recs = _filter(load_records(results), dataset, method, protocol, results)
-    if stats_:
-        text = _render_stats(recs, fmt, metric, stats_test, alpha, results)
-    else:
-        text = render(recs, fmt, metric)
-    if out is None:
-        sys.stdout.write(text)
-    else:
-        atomic_write_bytes(out, text.encode())
-        console.print(f"wrote {out}")
-
-
-def _filter(recs: list, dataset: list[str] | None, method: list[str] | None, protocol: str | None,
-            where: Path) -> list:
+    rs = load_records(results)
+    for line in rs.warnings():
+        err_console.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    recs = rs.records
     if dataset:
-        recs = [r for r in recs if r["labels"]["dataset"] in dataset]
+        recs = [r for r in recs if r.labels.dataset in dataset]
     if method:
-        recs = [r for r in recs if r["labels"]["method"] in method]
+        recs = [r for r in recs if r.labels.method in method]
     if protocol:
-        recs = [r for r in recs if r["labels"].get("protocol") == protocol]
+        recs = [r for r in recs if r.labels.protocol == protocol]
     if not recs:
-        raise MMBenchError(f"no run records under {where} match the given filters")
+        raise MMBenchError(f"no run records under {results} match the given filters")
     return recs
 
 
 @app.command()
+def table(
+    results: ResultsOpt = Path("results"),
+    dataset: DatasetsOpt = None,
+    method: MethodsOpt = None,
+    protocol: ProtocolOpt = None,
+    metric: MetricOpt = None,
+    fmt: Annotated[TableFormat, typer.Option("--format", "-f", help="Output format.")] = TableFormat.md,
+    out: Annotated[Path | None, typer.Option("--out", help="Write to this file (atomically) instead of stdout.")] = None,
+    stats_: Annotated[bool, typer.Option("--stats", help="Dagger on the methods not significantly different "
+                                         "from the row's best.")] = False,
+    stats_test: Annotated[StatsTest, typer.Option("--stats-test", help="wilcoxon (paired by seed) | bootstrap "
+                                                  "(paired over test samples, from the .npz predictions).")] = StatsTest.wilcoxon,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Significance level for --stats (Holm within the row).")] = 0.05,
+) -> None:
+    """Comparison table (mean ± std over seeds, best per row marked) built only from records."""
+    from .report.tables import render
+
+    if out is not None:
+        writable_file(out, "--out")
+    recs = _load(results, dataset, method, protocol)
+    if stats_:
+        text = _render_stats(recs, fmt.value, _value(metric), stats_test.value, alpha, results)
+    else:
+        text = render(recs, fmt.value, _value(metric))
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        write_text(out, text, "--out")
+        console.print(f"wrote {out}")
+
+
+@app.command()
 def check(
-    results: Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")] = Path("results"),
+    results: ResultsOpt = Path("results"),
     reference: Annotated[Path, typer.Option("--reference", help="Reference CSV (from `mmbench table --format csv`).")] = Path("results/reference/reference.csv"),
-    tolerance: Annotated[float, typer.Option(help="Allowed drop of the primary metric (absolute, e.g. 0.02).")] = 0.02,
+    tolerance: Annotated[float, typer.Option(min=0.0, help="Allowed drop of the primary metric (absolute, e.g. 0.02).")] = 0.02,
     save_reference: Annotated[bool, typer.Option("--save-reference", help="Write the reference from the results instead of checking.")] = False,
 ) -> None:
     """Compare each cell's primary metric to a reference: exit 0 if none regresses beyond the tolerance, else 1."""
-    from .records import atomic_write_bytes, load_records
     from .report.check import compare, read_reference
     from .report.tables import render
 
-    if tolerance < 0:
-        raise MMBenchError(f"--tolerance must be >= 0, got {tolerance}")
-    recs = load_records(results)
     if save_reference:
-        atomic_write_bytes(reference, render(recs, "csv").encode())
+        writable_file(reference, "--reference")
+        recs = _load(results)
+        write_text(reference, render(recs, "csv"), "--reference")
         console.print(f"wrote reference {reference} ({len(recs)} runs)")
         return
-    rows = compare(recs, read_reference(reference), tolerance)
+    ref = read_reference(reference)
+    recs = _load(results)
+    rows = compare(recs, ref, tolerance)
     t = Table(title=f"mmbench check (tolerance {tolerance:g})")
     for col in ("cell", "reference", "current", "delta", "status"):
         t.add_column(col)
@@ -348,32 +466,26 @@ def check(
     console.print(f"all {len(rows)} cell(s) within tolerance")
 
 
+# ----------------------------------------------------------------------------------------- configs
 @app.command("ls")
 def ls(
-    what: Annotated[str, typer.Argument(help="methods | datasets | protocols | heads | balancers | encoders")],
+    what: Annotated[Listable, typer.Argument(help="What to list.")],
     config_dir: ConfigDirOpt = None,
-    data_root: Annotated[str | None, typer.Option("--data-root", help="Root of real datasets (else $MMBENCH_DATA).")] = None,
+    data_root: DataRootOpt = None,
 ) -> None:
     """List registered methods, datasets, protocols, heads, balancers or encoders."""
-    from .config import list_names, load_dataset, load_method, load_protocol
-    from .registry import BALANCERS, ENCODERS, HEADS
+    from .config import list_names, load_component, load_dataset, load_method, load_protocol
+    from .registry import ENCODERS
 
-    kinds = ("methods", "datasets", "protocols", "heads", "balancers", "encoders")
-    if what not in kinds:
-        import difflib
-
-        close = difflib.get_close_matches(what, kinds, n=1)
-        raise MMBenchError(f"cannot list {what!r}" + (f"; did you mean {close[0]!r}?" if close else "") +
-                           f" (expected one of {', '.join(kinds)})")
-    t = Table(title=what)
-    if what == "methods":
+    t = Table(title=what.value)
+    if what is Listable.methods:
         for col in ("name", "impl", "head", "balancer", "cite"):
             t.add_column(col)
         for n in list_names("methods", config_dir):
             mc = load_method(n, config_dir)
             t.add_row(n, mc.impl, mc.head, mc.balancer, mc.cite)
-    elif what == "datasets":
-        from .runner import data_root as resolve_root
+    elif what is Listable.datasets:
+        from .core import data_root as resolve_root
 
         root = resolve_root(data_root)
         for col in ("name", "adapter", "task", "metric", "found", "description"):
@@ -381,18 +493,27 @@ def ls(
         for n in list_names("datasets", config_dir):
             card = load_dataset(n, config_dir)
             t.add_row(n, card.adapter, card.task, card.primary_metric, _found(card, root), card.description)
-    elif what == "protocols":
+    elif what is Listable.protocols:
         for col in ("name", "cells", "seeds", "description"):
             t.add_column(col)
         for n in list_names("protocols", config_dir):
             p = load_protocol(n, config_dir)
             t.add_row(n, str(len(p.cells())), ",".join(map(str, p.seeds)), p.description)
-    else:
-        reg = {"heads": HEADS, "balancers": BALANCERS, "encoders": ENCODERS}[what]
+    elif what in (Listable.heads, Listable.balancers):
+        from .registry import BALANCERS, HEADS
+
+        reg = HEADS if what is Listable.heads else BALANCERS
         t.add_column("name")
         t.add_column("about")
-        for n, cls in reg.items():
-            t.add_row(n, getattr(cls, "cite", "") or (cls.__doc__ or "").strip().split("\n")[0])
+        t.add_column("cite")
+        for n in reg.names():
+            comp = load_component(what.value, n, config_dir)
+            t.add_row(n, comp.description, comp.cite)
+    else:
+        t.add_column("name")
+        t.add_column("config")
+        for n in ENCODERS.names():
+            t.add_row(n, (ENCODERS.config(n).__doc__ or "").strip().split("\n")[0])
     console.print(t)
 
 
@@ -400,6 +521,8 @@ def _found(card: Any, root: str | None) -> str:
     from .config import adapter_options
     from .registry import DATASETS
 
+    if card.adapter == "synthetic" or not DATASETS.config(card.adapter).__dataclass_fields__.get("dir"):
+        return "built in"
     try:
         adapter = DATASETS.get(card.adapter)(adapter_options(card), data_root=root)
         return "yes" if adapter.available() else "no"
@@ -412,20 +535,22 @@ def validate(
     paths: Annotated[list[Path] | None, typer.Argument(help="YAML files or folders (default: every packaged config).")] = None,
     config_dir: ConfigDirOpt = None,
 ) -> None:
-    """Check YAML configs (methods, datasets, protocols): exit 0 if all are valid, 2 with the first error."""
-    from .config import PACKAGE_CONFIGS, load_dataset, load_method, load_protocol
+    """Check YAML configs (methods, datasets, protocols, heads, balancers): exit 0 if all are valid, 2 with the first error."""
+    from .config import PACKAGE_CONFIGS, load_component, load_dataset, load_method, load_protocol
 
     files: list[Path] = []
     for p in paths or [PACKAGE_CONFIGS, *[Path(d) for d in config_dir or []]]:
         if not p.exists():
             raise MMBenchError(f"{p}: no such file or folder")
         files.extend(sorted(p.rglob("*.yaml")) if p.is_dir() else [p])
-    loaders = {"methods": load_method, "datasets": load_dataset, "protocols": load_protocol}
+    loaders = {"methods": load_method, "datasets": load_dataset, "protocols": load_protocol,
+               "heads": lambda f, d: load_component("heads", f, d),
+               "balancers": lambda f, d: load_component("balancers", f, d)}
     for f in files:
         kind = f.parent.name
         if kind not in loaders:
-            raise MMBenchError(f"{f}: cannot tell its kind (expected it inside a methods/, datasets/ or "
-                               "protocols/ folder)")
+            raise MMBenchError(f"{f}: cannot tell its kind (expected it inside a methods/, datasets/, protocols/, "
+                               "heads/ or balancers/ folder)")
         loaders[kind](str(f), config_dir)
     console.print(f"{len(files)} config file(s) valid")
 
@@ -433,33 +558,29 @@ def validate(
 @app.command()
 def prepare(
     dataset: Annotated[str, typer.Argument(help="Dataset card name.")],
-    data_root: Annotated[str | None, typer.Option("--data-root", help="Root of real datasets (else $MMBENCH_DATA).")] = None,
+    data_root: DataRootOpt = None,
     config_dir: ConfigDirOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Rebuild the cache even if it exists.")] = False,
 ) -> None:
     """Check a dataset's layout, report what was found, and build its decoded-tensor cache."""
     from .config import adapter_options, load_dataset
+    from .core import data_root as resolve_root
+    from .data.prepare import prepare_report
     from .registry import DATASETS
-    from .runner import data_root as resolve_root
 
     card = load_dataset(dataset, config_dir)
     adapter = DATASETS.get(card.adapter)(adapter_options(card), data_root=resolve_root(data_root))
-    try:
-        from .data.prepare import prepare_report
-    except ImportError:
-        prepare_report = None
-    if prepare_report is None or not hasattr(adapter, "prepare"):
+    if not hasattr(adapter, "prepare"):
         info, splits = adapter.load()
         console.print(f"{card.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
         return
     console.print(prepare_report(adapter, force=force), markup=False, highlight=False)
 
 
+# ------------------------------------------------------------------------------------------- stats
 def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: float, results: Path) -> str:
     from .report.stats import min_wilcoxon_p, prediction_paths, render_with_stats
 
-    if test not in ("wilcoxon", "bootstrap"):
-        raise MMBenchError(f"--stats-test {test!r}: expected wilcoxon or bootstrap")
     preds = prediction_paths(results) if test == "bootstrap" else None
     text, comp = render_with_stats(recs, fmt, metric, test=test, alpha=alpha, predictions=preds)
     n = comp.loc[~comp["best"], "n"] if len(comp) else []
@@ -472,20 +593,11 @@ def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: fl
     return text
 
 
-ResultsOpt = Annotated[Path, typer.Option("--results", "-r", help="Folder of run records.")]
-DatasetsOpt = Annotated[list[str] | None, typer.Option("--dataset", "-d", help="Only these datasets.")]
-MethodsOpt = Annotated[list[str] | None, typer.Option("--method", "-m", help="Only these methods.")]
-ProtocolOpt = Annotated[str | None, typer.Option(help="Only runs made under this protocol.")]
-MetricOpt = Annotated[str | None, typer.Option(help="Metric (default: each dataset's primary).")]
-_KINDS = ("curve (metric vs missing rate) | patterns (per-pattern bars + ceiling) | "
-          "seeds (box plot over seeds)")
-_AXES = "auto | test_rate (test sweeps) | rate (train = val = test rate)"
-
-
 @app.command()
 def plot(
     results: ResultsOpt = Path("results"),
-    kind: Annotated[str, typer.Option(help=_KINDS)] = "curve",
+    kind: Annotated[PlotKind, typer.Option(help="curve (metric vs missing rate) | patterns (per-pattern bars + "
+                                           "ceiling) | seeds (box plot over seeds).")] = PlotKind.curve,
     out: Annotated[Path | None, typer.Option("--out", help="Output file, written as <stem>.png and "
                                              "<stem>.pdf (default results/plots/<kind>).")] = None,
     dataset: DatasetsOpt = None,
@@ -493,29 +605,24 @@ def plot(
     protocol: ProtocolOpt = None,
     scenario: Annotated[list[str] | None, typer.Option(help="Only these scenarios.")] = None,
     rate: Annotated[list[float] | None, typer.Option(help="Only these train missing rates.")] = None,
-    test_rate: Annotated[list[float] | None, typer.Option("--test-rate", help="Test rates only.")] = None,
+    test_rate: Annotated[list[float] | None, typer.Option("--test-rate", help="Test missing rates only.")] = None,
     metric: MetricOpt = None,
-    x: Annotated[str, typer.Option("--x", help=f"Curve axis: {_AXES}.")] = "auto",
+    x: Annotated[CurveAxis, typer.Option("--x", help="Curve axis: auto | test_rate (test sweeps) | rate "
+                                          "(train = val = test rate).")] = CurveAxis.auto,
 ) -> None:
     """Draw a figure from run records only (PNG and PDF, written atomically)."""
-    from .records import load_records
     from .report.plots import PLOTS
 
-    if kind not in PLOTS:
-        raise MMBenchError(f"--kind {kind!r}: expected one of {', '.join(PLOTS)}")
-    _check_metric(metric)
-    recs = _filter(load_records(results), dataset, method, protocol, results)
+    out = out or Path("results/plots") / kind.value
+    writable_file(out.with_suffix(".png"), "--out")
+    recs = _load(results, dataset, method, protocol)
     recs = _filter_cells(recs, scenario, rate, test_rate, results)
-    out = out or Path("results/plots") / kind
-    paths = PLOTS[kind](recs, out, metric, x=x) if kind == "curve" else PLOTS[kind](recs, out, metric)
+    draw = PLOTS[kind.value]
+    try:
+        paths = draw(recs, out, _value(metric), x=x.value) if kind is PlotKind.curve else draw(recs, out, _value(metric))
+    except OSError as exc:
+        raise MMBenchError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     console.print("wrote " + ", ".join(str(p) for p in paths))
-
-
-def _check_metric(metric: str | None) -> None:
-    from .metrics import METRICS
-
-    if metric is not None and metric not in METRICS:
-        raise MMBenchError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
 
 
 def _filter_cells(recs: list, scenario: list[str] | None, rate: list[float] | None,
@@ -524,11 +631,11 @@ def _filter_cells(recs: list, scenario: list[str] | None, rate: list[float] | No
         return v is not None and any(abs(float(v) - t) < 1e-9 for t in targets)
 
     if scenario:
-        recs = [r for r in recs if r["labels"].get("scenario") in scenario]
+        recs = [r for r in recs if r.labels.scenario in scenario]
     if rate:
-        recs = [r for r in recs if near(r["labels"].get("rate"), rate)]
+        recs = [r for r in recs if near(r.labels.rate, rate)]
     if test_rate:
-        recs = [r for r in recs if near(r["labels"].get("test_rate"), test_rate)]
+        recs = [r for r in recs if near(r.labels.test_rate, test_rate)]
     if not recs:
         raise MMBenchError(f"no run records under {where} match the given filters")
     return recs
@@ -541,20 +648,21 @@ def stats(
     method: MethodsOpt = None,
     protocol: ProtocolOpt = None,
     metric: MetricOpt = None,
-    alpha: Annotated[float, typer.Option(help="Significance level (after Holm adjustment).")] = 0.05,
-    x: Annotated[str, typer.Option("--x", help=f"Missing-rate axis of the AUC: {_AXES}.")] = "auto",
-    reference: Annotated[str, typer.Option(help="Drop reference: complete (the same run's complete rows) | "
-                                           "rate0 (the run at 0% missing).")] = "complete",
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Significance level (after Holm adjustment).")] = 0.05,
+    x: Annotated[CurveAxis, typer.Option("--x", help="Missing-rate axis of the AUC.")] = CurveAxis.auto,
+    reference: Annotated[DropReference, typer.Option(help="Drop reference: complete (the same run's complete rows) | "
+                                                     "rate0 (the run at 0% missing).")] = DropReference.complete,
     csv_dir: Annotated[Path | None, typer.Option("--csv-dir", help="Also write ranks, pairwise, vs_best, auc "
                                                  "and drop CSVs to this folder.")] = None,
 ) -> None:
     """Average ranks, Friedman test over cells (seeds averaged), pairwise Wilcoxon-Holm, AUC and drop."""
-    from .records import atomic_write_bytes, load_records
     from .report import stats as st
 
-    _check_metric(metric)
-    recs = _filter(load_records(results), dataset, method, protocol, results)
-    fr = st.friedman_summary(recs, metric, alpha)
+    if csv_dir is not None:
+        writable_dir(csv_dir, "--csv-dir")
+    recs = _load(results, dataset, method, protocol)
+    metric_name = _value(metric)
+    fr = st.friedman_summary(recs, metric_name, alpha)
     t = Table(title=f"Average rank over {fr.n_blocks} cell(s) (dataset x missingness, seeds averaged; "
                     "1 = best)", title_justify="left")
     for col, just in (("rank", "right"), ("method", "left"), ("avg rank", "right"), ("mean (%)", "right")):
@@ -582,30 +690,30 @@ def stats(
                   "[green]yes[/]" if r.significant else "no")
     console.print(t)
     tables = {"ranks": fr.ranks, "pairwise": fr.pairwise,
-              "vs_best": st.compare_to_best(recs, metric, alpha=alpha)}
+              "vs_best": st.compare_to_best(recs, metric_name, alpha=alpha)}
     try:
-        auc = st.auc_summary(recs, metric, x)
+        auc = st.auc_summary(recs, metric_name, x.value)
     except MMBenchError as exc:
         console.print(f"[dim]no AUC summary: {exc}[/]")
     else:
         tables["auc"] = auc
         t = Table(title="Area under the metric vs missing-rate curve (normalised by the rate range; %)",
                   title_justify="left")
-        for col in ("curve", "method", "AUC", "n seeds", "rates"):
+        for col in ("curve", "method", "AUC", "n seeds", "missing rates"):
             t.add_column(col)
         for r in auc.itertuples():
             t.add_row(r.group, r.method, f"{100 * r.auc:.2f} ± {100 * r.std:.2f}", str(r.n),
                       f"{r.x_min:g}-{r.x_max:g} ({r.n_points})")
         console.print(t)
     try:
-        drop = st.drop_summary(recs, metric, reference)
+        drop = st.drop_summary(recs, metric_name, reference.value)
     except MMBenchError as exc:
         console.print(f"[dim]no drop summary: {exc}[/]")
     else:
         tables["drop"] = drop
-        t = Table(title=f"Change vs full modality (reference: {reference}; value - reference, pp)",
+        t = Table(title=f"Change vs full modality (reference: {reference.value}; value - reference, pp)",
                   title_justify="left")
-        for col in ("dataset", "cell", "method", "value (%)", "reference (%)", "delta"):
+        for col in ("dataset", "cell (available)", "method", "value (%)", "reference (%)", "delta"):
             t.add_column(col)
         for r in drop.itertuples():
             cell = r.availability
@@ -616,30 +724,65 @@ def stats(
         console.print(t)
     if csv_dir is not None:
         for name, df in tables.items():
-            atomic_write_bytes(csv_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6f").encode())
+            write_text(csv_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6f"), "--csv-dir")
         console.print(f"wrote {', '.join(f'{n}.csv' for n in tables)} to {csv_dir}")
 
 
-def main() -> None:
-    """Console entry point: user errors -> one line on stderr, exit code 2."""
+# -------------------------------------------------------------------------------------------- main
+def _usage_error_types() -> tuple[type, ...]:
+    """Click's exception base classes: click's own and the copy vendored by recent Typer releases."""
+    import click
+
+    types: list[type] = [click.exceptions.ClickException]
     try:
-        rc = app(standalone_mode=False)  # click returns the code of a typer.Exit in this mode
+        from typer._click import exceptions as vendored  # Typer >= 0.25 ships its own click
+    except ImportError:
+        pass
+    else:
+        types.append(vendored.ClickException)
+    return tuple(types)
+
+
+def _usage_line(exc: Any) -> str:
+    import difflib
+    import re
+
+    ctx = getattr(exc, "ctx", None)
+    path = getattr(ctx, "command_path", None) if ctx is not None else None
+    where = f"{path}: " if path else ""
+    hint = f" (see `{path} --help`)" if path else ""
+    msg = " ".join(str(exc.format_message()).split()).replace("Value error, ", "")
+    choice = re.search(r"'([^']*)' is not one of ((?:'[^']*'(?:, )?)+)", msg)
+    if choice:
+        options = re.findall(r"'([^']*)'", choice.group(2))
+        close = difflib.get_close_matches(choice.group(1), options, n=1)
+        if close:
+            msg = msg.rstrip(".") + f"; did you mean {close[0]!r}?"
+    return f"{where}{msg}{hint}"
+
+
+def main() -> None:
+    """Console entry point: every user error -> one line on stderr, exit code 2."""
+    usage = _usage_error_types()
+    try:
+        rc = app(standalone_mode=False, prog_name="mmbench")  # returns the code of a typer.Exit in this mode
         sys.exit(rc if isinstance(rc, int) else 0)
     except MMBenchError as exc:
-        err_console.print(f"[red]mmbench: error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]mmbench: error:[/] {' '.join(str(exc).split())}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("mmbench: interrupted; finished runs are saved, re-run the same command to resume")
         sys.exit(130)
-    except Exception as exc:  # click usage errors
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except usage as exc:
+        if type(exc).__name__ == "Abort":
+            err_console.print("mmbench: interrupted; finished runs are saved, re-run the same command to resume")
+            sys.exit(130)
+        err_console.print(f"[red]mmbench: error:[/] {_usage_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except BrokenPipeError:
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -1,66 +1,84 @@
-"""YAML configs -> typed objects -> a frozen, hashed :class:`RunSpec`.
+"""YAML configs -> typed objects -> a frozen, hashed :class:`~mmbench.spec.RunSpec`.
 
 Precedence (dinov2 style): code defaults < dataset card ``train:`` < method YAML ``train:`` <
-protocol ``set:`` < CLI ``--set key=value``. The fully resolved spec is saved in every record and
-its canonical-JSON hash is the run id, so the same spec gives the same id in any process.
+protocol ``set:`` < CLI ``--set key=value``. A head or balancer named by a method YAML, ``--head``,
+``--balancer`` or ``--set head=...`` starts from its own ``heads/<name>.yaml`` /
+``balancers/<name>.yaml`` (the paper's values), then the method YAML's ``head_params`` /
+``balancer_params`` for that same component, then ``--set head.params.X=...`` — in that order,
+whatever the order of the flags.
 
-Config folders: the packaged ``mmbench/configs/{methods,datasets,protocols}`` (the top-level
-``methods/``, ``datasets/``, ``protocols/`` of the repository), with user folders given by
-``--config-dir`` searched first (each holding ``methods/``, ``datasets/``, ``protocols/``).
+``--set`` keys mirror the spec tree the record stores (:mod:`mmbench.spec`):
+
+==============================  ==========================================
+canonical key                   short form
+==============================  ==========================================
+``method.params.X``             ``params.X``, ``method.X``
+``head.name`` / ``head.params.X``  ``head=NAME`` / ``head.X``
+``balancer.name`` / ``...params.X``  ``balancer=NAME`` / ``balancer.X``
+``dataset.options.X``           ``data.X``
+``dataset.hidden``              ``hidden``
+``encoders.<image|tabular>.X``
+``train.X``
+==============================  ==========================================
+
+Values are YAML with the YAML 1.2 number rule (``1e-3`` is a number). Config folders: the packaged
+``mmbench/configs/{methods,datasets,protocols,heads,balancers}`` (the repository's top-level folders
+of those names), with user folders given by ``--config-dir`` searched first.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
-from dataclasses import dataclass, field, replace
+import dataclasses
+import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import Field
 
-from . import __version__
 from .encoders.config import EncodersConfig
 from .errors import ConfigError
 from .protocols import MissingSpec
 from .registry import BALANCERS, DATASETS, ENCODERS, HEADS, METHODS
-from .typed import from_dict, to_dict
+from .spec import SCHEMA_VERSION, Component, DatasetSpec, RunSpec, canonical_json, spec_hash
+from .typed import Bool, NonNegFloat, NonNegInt, PosFloat, PosInt, config, dump, validate
 
-SCHEMA_VERSION = 1
+__all__ = ["SCHEMA_VERSION", "RunSpec", "TrainConfig", "canonical_json", "load_dataset", "load_method",
+           "load_protocol", "parse_seeds", "parse_set", "resolve", "spec_hash"]
+
 PACKAGE_CONFIGS = Path(__file__).parent / "configs"
-KINDS = ("methods", "datasets", "protocols")
+KINDS = ("methods", "datasets", "protocols", "heads", "balancers")
+#: Most seeds (or cells) one command may expand to: a typo like 0-100000 fails at once.
+MAX_EXPANSION = 10_000
 
 
-@dataclass(frozen=True)
+@config
 class TrainConfig:
     """Optimisation, early stopping and device settings of one run."""
 
-    epochs: int = 20
-    batch_size: int = 64
-    eval_batch_size: int = 256
+    epochs: PosInt = 20
+    batch_size: Annotated[int, Field(ge=2, strict=True)] = 64
+    eval_batch_size: PosInt = 256
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: PosFloat = 1e-3
+    weight_decay: NonNegFloat = 1e-4
     scheduler: Literal["cosine", "constant"] = "cosine"
-    warmup_epochs: int = 0
-    patience: int = 5
-    min_epochs: int = 1
-    grad_clip: float = 1.0
+    warmup_epochs: NonNegInt = 0
+    patience: PosInt = 5
+    min_epochs: PosInt = 1
+    grad_clip: NonNegFloat = 1.0
     device: str = "auto"
-    amp: bool = True
-    num_threads: int = 0
-    max_steps_per_epoch: int | None = None
+    amp: Bool = True
+    num_threads: NonNegInt = 0
+    max_steps_per_epoch: PosInt | None = None
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise ConfigError(f"train.lr must be > 0, got {self.lr}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
+            raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
 
 
-@dataclass(frozen=True)
+@config
 class MethodConfig:
     """A ``methods/<name>.yaml`` file."""
 
@@ -69,15 +87,26 @@ class MethodConfig:
     cite: str = ""
     description: str = ""
     notes: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
     head: str = "native"
-    head_params: dict[str, Any] = field(default_factory=dict)
+    head_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     balancer: str = "none"
-    balancer_params: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
+    balancer_params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@config
+class ComponentConfig:
+    """A ``heads/<name>.yaml`` or ``balancers/<name>.yaml`` file: the paper's values of a head or balancer."""
+
+    name: str
+    cite: str = ""
+    description: str = ""
+    notes: str = ""
+    params: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@config
 class DatasetCard:
     """A ``datasets/<name>.yaml`` dataset card."""
 
@@ -89,26 +118,26 @@ class DatasetCard:
     notes: str = ""
     task: Literal["multiclass", "binary", "multilabel"] = "multiclass"
     primary_metric: Literal["accuracy", "macro_f1", "auroc", "prauc"] = "accuracy"
-    hidden: int = 64
-    encoders: dict[str, Any] = field(default_factory=dict)
-    train: dict[str, Any] = field(default_factory=dict)
-    options: dict[str, Any] = field(default_factory=dict)
+    hidden: PosInt = 64
+    encoders: dict[str, Any] = dataclasses.field(default_factory=dict)
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    options: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@config
 class ProtocolConfig:
     """A ``protocols/<name>.yaml`` grid: methods x datasets x scenarios x rates x test rates x seeds."""
 
     name: str
     description: str = ""
     cite: str = ""
-    methods: list[str] = field(default_factory=list)
-    datasets: list[str] = field(default_factory=list)
-    scenarios: list[str] = field(default_factory=lambda: ["none"])
-    rates: list[Any] = field(default_factory=lambda: [0.0])
+    methods: list[str] = dataclasses.field(default_factory=list)
+    datasets: list[str] = dataclasses.field(default_factory=list)
+    scenarios: list[str] = dataclasses.field(default_factory=lambda: ["none"])
+    rates: list[Any] = dataclasses.field(default_factory=lambda: [0.0])
     test_rates: list[Any] | None = None
-    seeds: list[int] = field(default_factory=lambda: [0])
-    set: dict[str, Any] = field(default_factory=dict)
+    seeds: list[NonNegInt] = dataclasses.field(default_factory=lambda: [0])
+    set: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def cells(self) -> list[MissingSpec]:
         """Every missingness cell of the grid (``none`` contributes a single cell)."""
@@ -131,7 +160,27 @@ class ProtocolConfig:
         return out
 
 
-# --------------------------------------------------------------------------------------------- files
+# --------------------------------------------------------------------------------------------- YAML
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with the YAML 1.2 float rule (``1e-3`` and ``5E+4`` are numbers)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML text with :class:`_Loader`."""
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 def config_dirs(extra: list[str] | tuple[str, ...] | None = None) -> list[Path]:
     """User folders (first) then the packaged folder."""
     dirs = [Path(d) for d in (extra or [])]
@@ -143,14 +192,14 @@ def config_dirs(extra: list[str] | tuple[str, ...] | None = None) -> list[Path]:
 
 
 def list_names(kind: str, extra: list[str] | None = None) -> list[str]:
-    """All config names of ``kind`` (``methods`` / ``datasets`` / ``protocols``)."""
+    """All config names of ``kind`` (``methods`` / ``datasets`` / ``protocols`` / ``heads`` / ``balancers``)."""
     names: set[str] = set()
     for d in config_dirs(extra):
         names.update(p.stem for p in (d / kind).glob("*.yaml"))
     return sorted(names)
 
 
-def find_config(kind: str, name: str, extra: list[str] | None = None) -> Path:
+def find_config(kind: str, name: str, extra: list[str] | None = None, required: bool = True) -> Path | None:
     """Path of ``<kind>/<name>.yaml`` (a path to an existing file is accepted too)."""
     p = Path(name)
     if p.suffix in (".yaml", ".yml") and p.is_file():
@@ -159,6 +208,8 @@ def find_config(kind: str, name: str, extra: list[str] | None = None) -> Path:
         cand = d / kind / f"{name}.yaml"
         if cand.is_file():
             return cand
+    if not required:
+        return None
     import difflib
 
     known = list_names(kind, extra)
@@ -185,13 +236,13 @@ def load_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     if path.resolve() in _seen:
         raise ConfigError(f"{path}: include cycle through {' -> '.join(str(p) for p in _seen)}")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}:{where} invalid YAML ({getattr(exc, 'problem', exc)})") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read ({exc.strerror})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -218,239 +269,243 @@ def _where(path: Path) -> str:
         return str(path)
 
 
-def load_method(name: str, extra: list[str] | None = None) -> MethodConfig:
-    """Load and validate ``methods/<name>.yaml`` (params against the method's ``Config``)."""
-    path = find_config("methods", name, extra)
+def _load(kind: str, name: str, cls: type, extra: list[str] | None, required_key: str | None = None) -> Any:
+    path = find_config(kind, name, extra)
     data = load_yaml(path)
     data.setdefault("name", path.stem)
     where = _where(path)
-    if "impl" not in data:
-        raise ConfigError(f"{where}: missing key 'impl' (the registered method name)")
-    mc = from_dict(MethodConfig, data, where)
-    validate_method_parts(mc, where)
+    if required_key and required_key not in data:
+        raise ConfigError(f"{where}: missing key {required_key!r}")
+    return validate(cls, data, where), where
+
+
+# ------------------------------------------------------------------------------------------ methods
+def load_method(name: str, extra: list[str] | None = None) -> MethodConfig:
+    """Load and validate ``methods/<name>.yaml`` (params against the method's config class)."""
+    mc, where = _load("methods", name, MethodConfig, extra, "impl")
+    method_parts(mc.impl, mc.params, mc.head, mc.head_params, mc.balancer, mc.balancer_params, where, extra)
+    validate(TrainConfig, mc.train, f"{where}: train")
     return mc
 
 
-def validate_method_parts(mc: MethodConfig, where: str) -> dict[str, Any]:
-    """Check impl/head/balancer names and their params; return their typed configs."""
-    cls = METHODS.get(mc.impl)
-    typed = {
-        "params": from_dict(cls.Config, mc.params, f"{where}: params"),
-        "head_params": from_dict(HEADS.get(mc.head).Config, mc.head_params, f"{where}: head_params"),
-        "balancer_params": from_dict(BALANCERS.get(mc.balancer).Config, mc.balancer_params,
-                                     f"{where}: balancer_params"),
-    }
-    from_dict(TrainConfig, mc.train, f"{where}: train")
-    if mc.head != "native" and not getattr(cls, "supports_heads", True):
-        raise ConfigError(f"{where}: method {mc.impl!r} cannot take head {mc.head!r} (it exposes no "
-                          "per-modality embeddings a head could use); use head: native")
-    return typed
+def load_component(kind: Literal["heads", "balancers"], name: str, extra: list[str] | None = None) -> ComponentConfig:
+    """``heads/<name>.yaml`` or ``balancers/<name>.yaml``; a registered name without a file has no params."""
+    registry = HEADS if kind == "heads" else BALANCERS
+    path = find_config(kind, name, extra, required=False)
+    if path is None:
+        registry.config(name)  # unknown names fail here with suggestions
+        return ComponentConfig(name=name)
+    comp, where = _load(kind, str(path), ComponentConfig, extra)
+    try:
+        cfg = registry.config(comp.name)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: name: {exc}") from None
+    validate(cfg, comp.params, f"{where}: params")
+    return comp
 
 
+def component_params(kind: Literal["heads", "balancers"], name: str, method_name: str | None,
+                     method_params: dict[str, Any], extra: list[str] | None) -> dict[str, Any]:
+    """A head's or balancer's params: its own YAML, then the method YAML's for that same component."""
+    base = dict(load_component(kind, name, extra).params)
+    return {**base, **(method_params if method_name == name else {})}
+
+
+def method_parts(impl: str, params: dict, head: str, head_params: dict, balancer: str, balancer_params: dict,
+                 where: str, extra: list[str] | None = None) -> tuple[Any, Any, Any]:
+    """Typed (method params, head params, balancer params); checks that the method can take the head."""
+    typed_params = validate(METHODS.config(impl), params, f"{where}: params")
+    typed_head = validate(HEADS.config(head), component_params("heads", head, head, head_params, extra),
+                          f"{where}: head_params")
+    typed_bal = validate(BALANCERS.config(balancer),
+                         component_params("balancers", balancer, balancer, balancer_params, extra),
+                         f"{where}: balancer_params")
+    if head != "native" and impl in _NO_HEADS:
+        raise ConfigError(f"{where}: method {impl!r} cannot take head {head!r} (it exposes no per-modality "
+                          "embeddings a head could use); use head: native")
+    return typed_params, typed_head, typed_bal
+
+
+#: Methods whose outputs no non-native head can read (none among the built-ins).
+_NO_HEADS: frozenset[str] = frozenset()
+
+
+# ----------------------------------------------------------------------------------------- datasets
 def load_dataset(name: str, extra: list[str] | None = None) -> DatasetCard:
-    """Load and validate ``datasets/<name>.yaml`` (options against the adapter's ``Options``)."""
-    path = find_config("datasets", name, extra)
-    data = load_yaml(path)
-    data.setdefault("name", path.stem)
-    where = _where(path)
-    if "adapter" not in data:
-        raise ConfigError(f"{where}: missing key 'adapter' (the registered dataset adapter)")
-    card = from_dict(DatasetCard, data, where)
+    """Load and validate ``datasets/<name>.yaml`` (options against the adapter's options class)."""
+    card, where = _load("datasets", name, DatasetCard, extra, "adapter")
     adapter_options(card, where)
     encoders_config(card, where)
-    from_dict(TrainConfig, card.train, f"{where}: train")
+    validate(TrainConfig, card.train, f"{where}: train")
     return card
 
 
 def adapter_options(card: DatasetCard, where: str | None = None) -> Any:
-    """The card's ``options`` as the adapter's typed ``Options``."""
-    cls = DATASETS.get(card.adapter)
-    return from_dict(cls.Options, card.options, f"{where or 'datasets/' + card.name + '.yaml'}: options")
+    """The card's ``options`` as the adapter's typed options."""
+    return validate(DATASETS.config(card.adapter), card.options,
+                    f"{where or 'datasets/' + card.name + '.yaml'}: options")
 
 
 def encoders_config(card: DatasetCard, where: str | None = None) -> EncodersConfig:
-    """The card's ``encoders`` block, each entry typed by its encoder kind's ``Config``."""
+    """The card's ``encoders`` block, each entry typed by its encoder kind's config."""
     where = where or f"datasets/{card.name}.yaml"
-    parts = {}
-    unknown = set(card.encoders) - {"image", "tabular"}
+    return typed_encoders(card.encoders, where)
+
+
+def typed_encoders(raw: dict[str, Any], where: str) -> EncodersConfig:
+    """An ``encoders`` mapping (``image``/``tabular`` entries with a ``kind``) as :class:`EncodersConfig`."""
+    unknown = set(raw) - {"image", "tabular"}
     if unknown:
-        raise ConfigError(f"{where}: encoders: unknown modality {sorted(unknown)[0]!r}; expected image, tabular")
+        raise ConfigError(f"{where}: encoders: unknown key {sorted(unknown)[0]!r}; expected image, tabular")
     defaults = EncodersConfig()
+    parts = {}
     for mod in ("image", "tabular"):
-        raw = dict(card.encoders.get(mod) or {})
-        kind = raw.get("kind", getattr(defaults, mod).kind)
+        entry = dict(raw.get(mod) or {})
+        kind = entry.get("kind", getattr(defaults, mod).kind)
         try:
-            cfg_cls = getattr(ENCODERS.get(kind), "Config", None)
+            cfg_cls = ENCODERS.config(kind)
         except ConfigError as exc:
             raise ConfigError(f"{where}: encoders.{mod}: {exc}") from None
-        if cfg_cls is None:
-            raise ConfigError(f"{where}: encoders.{mod}: encoder kind {kind!r} has no Config")
-        raw["kind"] = kind
-        parts[mod] = from_dict(cfg_cls, raw, f"{where}: encoders.{mod}")
+        entry["kind"] = kind
+        parts[mod] = validate(cfg_cls, entry, f"{where}: encoders.{mod}")
     return EncodersConfig(**parts)
 
 
+# ---------------------------------------------------------------------------------------- protocols
 def load_protocol(name: str, extra: list[str] | None = None) -> ProtocolConfig:
-    """Load and validate ``protocols/<name>.yaml``; its cells are checked eagerly."""
-    path = find_config("protocols", name, extra)
-    data = load_yaml(path)
-    data.setdefault("name", path.stem)
-    proto = from_dict(ProtocolConfig, data, _where(path))
+    """Load and validate ``protocols/<name>.yaml``; its cells and ``set`` keys are checked eagerly."""
+    proto, where = _load("protocols", name, ProtocolConfig, extra)
     try:
         proto.cells()
+        for key in proto.set:
+            canonical_key(key)
     except ConfigError as exc:
-        raise ConfigError(f"{_where(path)}: {exc}") from None
+        raise ConfigError(f"{where}: {exc}") from None
     return proto
 
 
 # ---------------------------------------------------------------------------------------- overrides
 def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``["train.epochs=3", "head=dpl"]`` -> ``{"train.epochs": 3, "head": "dpl"}`` (values are YAML)."""
+    """``["train.epochs=3", "head=dpl"]`` -> ``{"train.epochs": 3, "head": "dpl"}`` (values are YAML 1.2)."""
     out: dict[str, Any] = {}
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"--set {item!r}: expected key=value (e.g. train.epochs=5)")
         try:
-            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+            value = yaml_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
-            out[key.strip()] = raw
+            value = raw
+        out[key.strip()] = value
     return out
 
 
-SET_PREFIXES = ("train.", "params.", "method.", "head.", "balancer.", "data.", "encoders.")
+_ROOTS = ("method", "head", "balancer", "dataset", "encoders", "train")
+_COMPONENT_FIELDS = ("name", "params")
 
 
-def _apply_overrides(mc: dict, card: dict, train: dict, overrides: dict[str, Any]) -> None:
+def canonical_key(key: str) -> tuple[str, ...]:
+    """A ``--set`` key as its path in the spec tree (short forms expanded); unknown roots fail in one line."""
+    parts = tuple(key.split("."))
+    head, rest = parts[0], parts[1:]
+    if key in ("head", "balancer"):
+        return (key, "name")
+    if key == "hidden":
+        return ("dataset", "hidden")
+    if head == "params" and rest:
+        return ("method", "params", *rest)
+    if head == "data" and rest:
+        return ("dataset", "options", *rest)
+    if head == "method" and rest:
+        return parts if rest[0] == "params" and len(rest) > 1 else ("method", "params", *rest)
+    if head in ("head", "balancer") and rest:
+        return parts if rest[0] in _COMPONENT_FIELDS and (rest[0] == "name") == (len(rest) == 1) \
+            else (head, "params", *rest)
+    if head == "dataset" and rest:
+        if rest[0] in ("options", "hidden") and (rest[0] == "hidden") == (len(rest) == 1):
+            return parts
+        raise ConfigError(f"--set {key}: expected dataset.options.<key> or dataset.hidden")
+    if head == "encoders" and len(rest) == 2 and rest[0] in ("image", "tabular"):
+        return parts
+    if head == "encoders":
+        raise ConfigError(f"--set {key}: expected encoders.<image|tabular>.<field>")
+    if head == "train" and len(rest) == 1:
+        return parts
+    raise ConfigError(f"--set {key}: unknown key; expected a path of the spec tree starting with "
+                      f"{', '.join(_ROOTS)} (short forms: params.X, head=NAME, head.X, balancer=NAME, "
+                      "balancer.X, data.X, hidden)")
+
+
+def _put(tree: dict, path: tuple[str, ...], value: Any) -> None:
+    node = tree
+    for p in path[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {'.'.join(path)}: {p!r} is not a mapping")
+    node[path[-1]] = value
+
+
+def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, str], list[tuple[tuple[str, ...], Any]]]:
+    names: dict[str, str] = {}
+    rest: list[tuple[tuple[str, ...], Any]] = []
     for key, value in overrides.items():
-        if key in ("head", "balancer"):
+        path = canonical_key(key)
+        if path[1:] == ("name",) and path[0] in ("head", "balancer"):
             if not isinstance(value, str):
-                raise ConfigError(f"--set {key}=...: expected a registered {key} name")
-            if mc.get(key) != value:
-                mc[f"{key}_params"] = {}
-            mc[key] = value
-        elif key == "hidden":
-            card["hidden"] = value
-        elif key.startswith("train."):
-            train[key[6:]] = value
-        elif key.startswith(("params.", "method.")):
-            mc.setdefault("params", {})[key.split(".", 1)[1]] = value
-        elif key.startswith("head."):
-            mc.setdefault("head_params", {})[key[5:]] = value
-        elif key.startswith("balancer."):
-            mc.setdefault("balancer_params", {})[key[9:]] = value
-        elif key.startswith("data."):
-            card.setdefault("options", {})[key[5:]] = value
-        elif key.startswith("encoders."):
-            parts = key.split(".")
-            if len(parts) != 3:
-                raise ConfigError(f"--set {key}: expected encoders.<image|tabular>.<field>")
-            card.setdefault("encoders", {}).setdefault(parts[1], {})[parts[2]] = value
+                raise ConfigError(f"--set {key}={value!r}: expected a registered {path[0]} name")
+            names[path[0]] = value
         else:
-            raise ConfigError(f"--set {key}: unknown key; expected head, balancer, hidden or a key starting "
-                              f"with {', '.join(SET_PREFIXES)}")
+            rest.append((path, value))
+    return names, rest
 
 
-# ------------------------------------------------------------------------------------------- spec
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that determines one run; ``run_id`` is the hash of its canonical JSON."""
-
-    method: dict[str, Any]
-    dataset: dict[str, Any]
-    missing: dict[str, Any]
-    sim_seed: int
-    train_seed: int
-    train: dict[str, Any]
-    schema_version: int = SCHEMA_VERSION
-    mmbench_version: str = __version__
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (what records store and the hash covers)."""
-        return to_dict(self)
-
-    @property
-    def run_id(self) -> str:
-        """Stable 16-hex-digit hash of the canonical JSON of the spec."""
-        return spec_hash(self.to_dict())
-
-    @property
-    def missing_spec(self) -> MissingSpec:
-        """The missingness cell as a :class:`MissingSpec`."""
-        return MissingSpec(**self.missing)
-
-    @property
-    def train_config(self) -> TrainConfig:
-        """The typed training config."""
-        return from_dict(TrainConfig, self.train, "spec.train")
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSpec:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**d)
-
-    def short_name(self) -> str:
-        """Human-readable file stem: ``both-r0.5-t0.5-s0-<hash8>``."""
-        m = self.missing_spec
-        if m.scenario == "imbalanced":
-            rates = "-".join(f"{k[0]}{v:g}" for k, v in sorted(m.rates.items()))
-            test = "" if m.test_rates is None else "-t" + "-".join(
-                f"{k[0]}{v:g}" for k, v in sorted(m.test_rates.items()))
-            cell = f"imbalanced-{rates}{test}"
-        elif m.scenario == "none":
-            cell = "none"
-        else:
-            cell = f"{m.scenario}-r{m.rate:g}" + ("" if m.test_rate is None else f"-t{m.test_rate:g}")
-        return f"{cell}-s{self.train_seed}-{self.run_id[:8]}"
-
-
-def canonical_json(obj: Any) -> str:
-    """Key-sorted, whitespace-free JSON: equal for equal specs in any process or dict order."""
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
-
-
-def spec_hash(d: dict[str, Any]) -> str:
-    """sha256 of :func:`canonical_json`, first 16 hex digits."""
-    return hashlib.sha256(canonical_json(d).encode()).hexdigest()[:16]
-
-
+# ------------------------------------------------------------------------------------------- resolve
 def resolve(method: str, dataset: str, missing: MissingSpec, seed: int, *,
             overrides: dict[str, Any] | None = None, sim_seed: int | None = None,
             config_dir: list[str] | None = None) -> RunSpec:
     """Merge method YAML, dataset card, overrides and the cell into a validated :class:`RunSpec`."""
     mc = load_method(method, config_dir)
     card = load_dataset(dataset, config_dir)
-    mc_d, card_d = to_dict(mc), to_dict(card)
-    train = _deep_merge(dict(card.train), dict(mc.train))
-    _apply_overrides(mc_d, card_d, train, overrides or {})
-    where = "--set"
-    mc2 = from_dict(MethodConfig, mc_d, where)
-    typed = validate_method_parts(mc2, f"methods/{mc2.name}.yaml with --set")
-    card2 = from_dict(DatasetCard, card_d, where)
-    options = adapter_options(card2, f"datasets/{card2.name}.yaml with --set")
-    enc = encoders_config(card2, f"datasets/{card2.name}.yaml with --set")
-    tcfg = from_dict(TrainConfig, train, "train (card < method < --set)")
+    names, rest = _split_overrides(overrides or {})
+    head, balancer = names.get("head", mc.head), names.get("balancer", mc.balancer)
+    tree: dict[str, Any] = {
+        "method": {"params": dict(mc.params)},
+        "head": {"params": component_params("heads", head, mc.head, mc.head_params, config_dir)},
+        "balancer": {"params": component_params("balancers", balancer, mc.balancer, mc.balancer_params,
+                                                config_dir)},
+        "dataset": {"hidden": card.hidden, "options": dict(card.options)},
+        "encoders": copy.deepcopy(card.encoders),
+        "train": _deep_merge(dict(card.train), dict(mc.train)),
+    }
+    for path, value in rest:
+        _put(tree, path, value)
+    where = f"{method} on {dataset}:"
+    params = validate(METHODS.config(mc.impl), tree["method"]["params"], f"{where} method.params")
+    head_params = validate(HEADS.config(head), tree["head"]["params"], f"{where} head.params")
+    bal_params = validate(BALANCERS.config(balancer), tree["balancer"]["params"], f"{where} balancer.params")
+    if head != "native" and mc.impl in _NO_HEADS:
+        raise ConfigError(f"method {mc.impl!r} cannot take head {head!r}; use head: native")
+    hidden = validate(DatasetCard, {"name": card.name, "adapter": card.adapter, "hidden": tree["dataset"]["hidden"]},
+                      f"{where} dataset").hidden
+    options = validate(DATASETS.config(card.adapter), tree["dataset"]["options"], f"{where} dataset.options")
+    encoders = typed_encoders(tree["encoders"], f"{method} on {dataset}")
+    train = validate(TrainConfig, tree["train"], f"{where} train")
     return RunSpec(
-        method={"name": mc2.name, "impl": mc2.impl, "params": to_dict(typed["params"]),
-                "head": mc2.head, "head_params": to_dict(typed["head_params"]),
-                "balancer": mc2.balancer, "balancer_params": to_dict(typed["balancer_params"])},
-        dataset={"name": card2.name, "adapter": card2.adapter, "task": card2.task,
-                 "primary_metric": card2.primary_metric, "hidden": card2.hidden,
-                 "encoders": to_dict(enc), "options": to_dict(options)},
-        missing=to_dict(missing),
-        sim_seed=int(seed if sim_seed is None else sim_seed),
+        method=Component(mc.name, mc.impl, METHODS.version(mc.impl), params),
+        head=Component(head, head, HEADS.version(head), head_params),
+        balancer=Component(balancer, balancer, BALANCERS.version(balancer), bal_params),
+        dataset=DatasetSpec(card.name, card.adapter, DATASETS.version(card.adapter), card.task,
+                            card.primary_metric, hidden, options),
+        encoders=encoders,
+        missing=missing,
+        train=train,
         train_seed=int(seed),
-        train=to_dict(tcfg),
+        sim_seed=int(seed if sim_seed is None else sim_seed),
     )
 
 
-def with_missing(spec: RunSpec, missing: MissingSpec) -> RunSpec:
-    """The same spec on another missingness cell."""
-    return replace(spec, missing=to_dict(missing))
-
-
 def parse_seeds(text: str) -> list[int]:
-    """``"0-4"`` -> [0..4], ``"0,2,5"`` -> [0, 2, 5], ``"3"`` -> [3]."""
+    """``"0-4"`` -> [0..4], ``"0,2,5"`` -> [0, 2, 5], ``"3"`` -> [3]; at most :data:`MAX_EXPANSION`."""
     seeds: list[int] = []
     try:
         for part in str(text).split(","):
@@ -460,6 +515,9 @@ def parse_seeds(text: str) -> list[int]:
                 lo, hi = int(a), int(b)
                 if hi < lo:
                     raise ValueError
+                if hi - lo + 1 + len(seeds) > MAX_EXPANSION:
+                    raise ConfigError(f"--seeds {text!r}: {hi - lo + 1} seeds is more than the {MAX_EXPANSION} "
+                                      "one command may run; use a smaller range")
                 seeds.extend(range(lo, hi + 1))
             else:
                 seeds.append(int(part))
@@ -469,3 +527,9 @@ def parse_seeds(text: str) -> list[int]:
     if any(s < 0 for s in seeds):
         raise ConfigError(f"--seeds {text!r}: seeds must be >= 0")
     return list(dict.fromkeys(seeds))
+
+
+def spec_summary(spec: RunSpec) -> dict[str, Any]:
+    """The resolved settings a dry run shows (trainer settings included)."""
+    return {"run_id": spec.run_id, "method": spec.label, "dataset": spec.dataset.name,
+            "cell": spec.missing.describe(), "seed": spec.train_seed, "train": dump(spec.train)}

@@ -1,10 +1,17 @@
-"""Grid execution: sequential (default, CI), local process pool, and Slurm (``mmbench.slurm``).
+"""Grid execution behind one :class:`Executor` interface: sequential (default, CI), a local process
+pool, and Slurm (:mod:`mmbench.slurm`).
 
 Resume lives in the result store (records are keyed by the spec hash), so any executor can be
 killed and restarted: finished cells are loaded, not re-run, and are skipped before any worker or
 job is started. Every executor keeps a grid manifest, ``<output_dir>/grids/<name>-<hash8>.json``,
 listing the planned cells with their record paths and status, rewritten atomically as runs finish.
 It is a view for humans and tools; the records stay the source of truth.
+
+One policy for failures, whatever the executor: a run that fails (non-finite loss, a bug) writes a
+``failed`` record; bad input discovered inside a run (a dataset that is not there, weights that cannot
+be downloaded), a dead worker or a lost job writes nothing for that cell, which ends as an
+:class:`Outcome` with ``error`` set. Either way the other cells go on; the command reports every
+error in one line each at the end (exit 2 for errors, 1 for failed runs).
 """
 
 from __future__ import annotations
@@ -18,19 +25,68 @@ import os
 import time
 import traceback
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from .config import RunSpec
 from .errors import ConfigError, MMBenchError
-from .records import atomic_write_bytes, existing_ok, record_path
+from .plan import Plan
+from .records import RunRecord, atomic_write_bytes, existing_ok, record_path
+from .spec import RunSpec
 
 EXECUTORS = ("sequential", "local", "slurm")
 MANIFEST_KIND = "mmbench-grid"
 MANIFEST_VERSION = 1
 
-Result = tuple[dict[str, Any], bool]
-OnDone = Callable[[int, Result], None]
+
+@dataclass
+class Outcome:
+    """How one planned cell ended: its record (``None`` if it wrote none) and why not."""
+
+    spec: RunSpec
+    record: RunRecord | None
+    skipped: bool = False
+    error: str | None = None
+    traceback: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``cached`` (record found before running), ``ok`` / ``failed`` (the record's), or ``error``."""
+        if self.record is None:
+            return "error"
+        return "cached" if self.skipped else self.record.status
+
+
+OnDone = Callable[[int, Outcome], None]
+
+
+@dataclass
+class Hooks:
+    """Progress callbacks of a grid (all optional)."""
+
+    on_start: Callable[[int, RunSpec], None] | None = None
+    on_epoch: Callable[[int, RunSpec], Callable[[dict[str, Any]], None] | None] | None = None
+    on_done: OnDone | None = None
+    log: Callable[[str], None] = field(default=lambda msg: None)
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """Where and how the cells run."""
+
+    output_dir: Path
+    force: bool = False
+    root: str | None = None
+
+
+class Executor(Protocol):
+    """Runs the cells of a plan and returns one :class:`Outcome` per cell, in plan order."""
+
+    name: str
+
+    def run(self, plan: Plan, ctx: RunContext, hooks: Hooks) -> list[Outcome]:
+        """Run (or load) every cell of ``plan``."""
+        ...
 
 
 def _now() -> str:
@@ -49,20 +105,9 @@ def describe_error(exc: BaseException) -> str:
     """One line for a cell that produced no record."""
     if isinstance(exc, cf.process.BrokenProcessPool):
         return "worker process died (killed, or out of memory?); re-run the same command to resume"
+    if isinstance(exc, MMBenchError):
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
-
-
-def stub_record(spec: RunSpec, protocol: str | None, error: str, tb: str | None = None) -> dict[str, Any]:
-    """In-memory ``failed`` record for a cell that wrote none (bad input in a worker, a dead worker,
-    a lost Slurm job). Never written to the store, so a re-run retries the cell."""
-    from .runner import run_labels
-
-    return {
-        "schema_version": spec.schema_version, "run_id": spec.run_id, "status": "failed", "error": error,
-        "labels": run_labels(spec, protocol),
-        "spec": spec.to_dict(), "primary_metric": spec.dataset["primary_metric"], "metrics": {},
-        "ceiling": None, "timing": {}, "traceback": tb, "stub": True,
-    }
 
 
 # ------------------------------------------------------------------------------------------ manifest
@@ -74,10 +119,11 @@ def grid_hash(specs: list[RunSpec]) -> str:
 class GridManifest:
     """``<output_dir>/grids/<name>-<hash8>.json``: planned cells, their files and status.
 
-    Cell status: ``pending`` (to run), ``running`` (sequential only), ``submitted`` (Slurm, with
+    Cell status: ``pending`` (to run), ``running`` (in this process), ``submitted`` (Slurm, with
     ``job_id``), ``cached`` (record found before running), ``ok`` / ``failed`` (the record's status),
-    ``error`` (no record: bad input, dead worker, lost job; ``error`` says why). Rewrites are atomic
-    and throttled to one per ``min_interval_s`` (``flush`` forces one).
+    ``error`` (no record: bad input, dead worker, lost job; ``error`` says why), ``interrupted`` (the
+    command stopped before the cell finished). Rewrites are atomic and throttled to one per
+    ``min_interval_s`` (``flush`` forces one).
     """
 
     def __init__(self, specs: list[RunSpec], output_dir: str | Path, name: str | None, executor: str,
@@ -102,7 +148,7 @@ class GridManifest:
     def _read_previous(self) -> dict[str, Any] | None:
         try:
             data = json.loads(self.path.read_text())
-        except (OSError, json.JSONDecodeError):
+        except (OSError, json.JSONDecodeError, UnicodeDecodeError):
             return None
         return data if isinstance(data, dict) and data.get("kind") == MANIFEST_KIND else None
 
@@ -115,8 +161,8 @@ class GridManifest:
     def _cell(self, i: int, spec: RunSpec) -> dict[str, Any]:
         rec = record_path(self.output_dir, spec)
         return {
-            "index": i, "run_id": spec.run_id, "method": spec.method["name"], "dataset": spec.dataset["name"],
-            "cell": spec.missing_spec.label("train"), "test": spec.missing_spec.label("test"),
+            "index": i, "run_id": spec.run_id, "method": spec.label, "dataset": spec.dataset.name,
+            "cell": spec.missing.label("train"), "test": spec.missing.label("test"),
             "seed": spec.train_seed, "record": str(rec.relative_to(self.output_dir)),
             "predictions": str(rec.with_suffix(".npz").relative_to(self.output_dir)),
             "status": "pending", "job_id": None, "error": None, "metric": None, "finished_at": None,
@@ -128,14 +174,22 @@ class GridManifest:
         self._dirty = True
         self.write()
 
-    def finish(self, i: int, result: Result) -> None:
-        """Record the outcome of cell ``i`` from its ``(record, skipped)``."""
-        rec, skipped = result
-        m = rec.get("primary_metric")
-        value = (rec.get("metrics") or {}).get("test", {}).get(m) if m else None
-        status = "cached" if skipped else ("error" if rec.get("stub") else rec["status"])
-        self.set(i, status, error=rec.get("error"), metric=None if value is None else {m: value},
-                 finished_at=rec.get("finished_at"))
+    def finish(self, i: int, outcome: Outcome) -> None:
+        """Record the outcome of cell ``i``."""
+        rec = outcome.record
+        value = rec.test_value() if rec is not None else None
+        self.set(i, outcome.status, error=outcome.error or (rec.error if rec else None),
+                 metric=None if value is None else {rec.primary_metric: value},
+                 finished_at=rec.finished_at if rec else _now())
+
+    def close(self) -> None:
+        """Mark cells still ``running`` as ``interrupted`` and write: a manifest never keeps a cell
+        ``running`` after its process has finished."""
+        for c in self.data["cells"]:
+            if c["status"] == "running":
+                c["status"] = "interrupted"
+                self._dirty = True
+        self.flush()
 
     def write(self, force: bool = False) -> None:
         """Atomically rewrite the manifest (at most once per ``min_interval_s`` unless ``force``)."""
@@ -171,52 +225,80 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def split_cached(specs: list[RunSpec], output_dir: str | Path, force: bool, manifest: GridManifest,
-                 results: list[Result | None], on_done: OnDone | None) -> list[int]:
-    """Fill ``results`` with finished cells (loaded from their records) and return the rest to run."""
+def split_cached(plan: Plan, ctx: RunContext, manifest: GridManifest, results: list[Outcome | None],
+                 hooks: Hooks) -> list[list[int]]:
+    """Fill ``results`` with finished cells (loaded from their records); return the units left to run
+    (each holding only its unfinished cells)."""
     todo = []
-    for i, spec in enumerate(specs):
-        rec = None if force else existing_ok(record_path(output_dir, spec), spec.run_id)
-        if rec is None:
-            todo.append(i)
-            continue
-        results[i] = (rec, True)
-        manifest.finish(i, results[i])
-        if on_done:
-            on_done(i, results[i])
+    for unit in plan.units():
+        left = []
+        for i in unit:
+            spec = plan.specs[i]
+            rec = None if ctx.force else existing_ok(record_path(ctx.output_dir, spec), spec.run_id)
+            if rec is None:
+                left.append(i)
+                continue
+            results[i] = Outcome(spec, rec, skipped=True)
+            manifest.finish(i, results[i])
+            if hooks.on_done:
+                hooks.on_done(i, results[i])
+        if left:
+            todo.append(left)
     manifest.flush()
     return todo
 
 
-# ------------------------------------------------------------------------------------------ sequential
-def run_sequential(specs: list[RunSpec], output_dir: str | Path, *, force: bool, root: str | None,
-                   protocol: str | None, on_start: Callable[[int, RunSpec], None] | None = None,
-                   on_epoch_factory: Callable[[int, RunSpec], Callable | None] | None = None,
-                   on_done: OnDone | None = None) -> list[Result]:
-    """Run the cells one after the other in this process (bad input stops the grid)."""
+def run_unit(specs: list[RunSpec], ctx: RunContext, protocol: str | None,
+             on_start: Callable[[int, RunSpec], None] | None = None,
+             on_epoch: Callable[[int, RunSpec], Callable[[dict[str, Any]], None] | None] | None = None
+             ) -> list[Outcome]:
+    """Run the cells of one unit in this process; bad input in one cell ends that cell, not the unit."""
     from .runner import execute
 
-    manifest = GridManifest(specs, output_dir, protocol, "sequential")
-    manifest.flush()
-    results: list[Result] = []
-    try:
-        for i, spec in enumerate(specs):
-            if on_start:
-                on_start(i, spec)
-            manifest.set(i, "running")
-            try:
-                res = execute(spec, output_dir, force=force, root=root, protocol=protocol,
-                              on_epoch=on_epoch_factory(i, spec) if on_epoch_factory else None)
-            except MMBenchError as exc:
-                manifest.set(i, "error", error=describe_error(exc))
-                raise
-            manifest.finish(i, res)
-            if on_done:
-                on_done(i, res)
-            results.append(res)
-    finally:
-        manifest.flush()
-    return results
+    out = []
+    for k, spec in enumerate(specs):
+        if on_start:
+            on_start(k, spec)
+        try:
+            rec, skipped = execute(spec, ctx.output_dir, force=ctx.force, root=ctx.root, protocol=protocol,
+                                   on_epoch=on_epoch(k, spec) if on_epoch else None)
+            out.append(Outcome(spec, rec, skipped))
+        except MMBenchError as exc:
+            out.append(Outcome(spec, None, error=describe_error(exc)))
+    return out
+
+
+# ------------------------------------------------------------------------------------------ sequential
+class SequentialExecutor:
+    """Runs the cells one after the other in this process (the default; what CI uses)."""
+
+    name = "sequential"
+
+    def run(self, plan: Plan, ctx: RunContext, hooks: Hooks) -> list[Outcome]:
+        """Run every unfinished unit in order."""
+        results: list[Outcome | None] = [None] * len(plan)
+        manifest = GridManifest(plan.specs, ctx.output_dir, plan.protocol, self.name)
+        try:
+            for unit in split_cached(plan, ctx, manifest, results, hooks):
+                for i in unit:
+                    manifest.set(i, "running")
+
+                def start(k: int, spec: RunSpec, unit: list[int] = unit) -> None:
+                    if hooks.on_start:
+                        hooks.on_start(unit[k], spec)
+
+                def epoch(k: int, spec: RunSpec, unit: list[int] = unit) -> Any:
+                    return hooks.on_epoch(unit[k], spec) if hooks.on_epoch else None
+
+                outcomes = run_unit([plan.specs[i] for i in unit], ctx, plan.protocol, start, epoch)
+                for i, outcome in zip(unit, outcomes, strict=True):
+                    results[i] = outcome
+                    manifest.finish(i, outcome)
+                    if hooks.on_done:
+                        hooks.on_done(i, outcome)
+        finally:
+            manifest.close()
+        return [r for r in results if r is not None]
 
 
 # ------------------------------------------------------------------------------------------ local pool
@@ -230,60 +312,96 @@ def _init_worker(threads: int, gpu_queue: Any) -> None:
     torch.set_num_threads(threads)
 
 
-def _run_one(spec_dict: dict[str, Any], output_dir: str, force: bool, root: str | None,
-             protocol: str | None) -> Result:
-    """Worker entry point (picklable): execute one spec in this process."""
-    from .runner import execute
+def _run_unit_in_worker(spec_dicts: list[dict[str, Any]], output_dir: str, force: bool, root: str | None,
+                        protocol: str | None) -> list[tuple[str | None, bool, str | None]]:
+    """Worker entry point (picklable): the unit's outcomes as (record JSON, skipped, error)."""
+    specs = [RunSpec.from_dict(d) for d in spec_dicts]
+    outcomes = run_unit(specs, RunContext(Path(output_dir), force, root), protocol)
+    return [(o.record.model_dump_json() if o.record else None, o.skipped, o.error) for o in outcomes]
 
-    return execute(RunSpec.from_dict(spec_dict), output_dir, force=force, root=root, protocol=protocol)
 
-
-def run_local(specs: list[RunSpec], output_dir: str | Path, *, force: bool, root: str | None,
-              protocol: str | None, jobs: int, on_done: OnDone | None = None,
-              gpus: list[str] | None = None) -> list[Result]:
-    """Run cells in ``jobs`` spawned worker processes; results come back in ``specs`` order.
+class LocalExecutor:
+    """Runs units in ``jobs`` spawned worker processes; results come back in plan order.
 
     CPU threads are split evenly between workers; with ``gpus`` (e.g. ``["0", "1"]``) worker k sees
-    only ``CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)]``. A cell whose worker raises (bad input) or dies
-    gets an in-memory ``failed`` record and the other cells go on.
+    only ``CUDA_VISIBLE_DEVICES=gpus[k % len(gpus)]``. Each worker imports torch once (a few seconds),
+    so the pool pays off for runs of a minute or more, with at most one worker per core.
     """
-    if jobs < 1:
-        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
-    if gpus is not None and not gpus:
-        raise ConfigError("--gpus: expected a list of device ids like 0,1")
-    results: list[Result | None] = [None] * len(specs)
-    manifest = GridManifest(specs, output_dir, protocol, "local")
-    todo = split_cached(specs, output_dir, force, manifest, results, on_done)
-    if todo:
-        workers = min(jobs, len(todo))
-        threads = max(1, available_cpus() // workers)
-        ctx = mp.get_context("spawn")
-        gpu_queue = None
+
+    name = "local"
+
+    def __init__(self, jobs: int | None = None, gpus: list[str] | None = None) -> None:
+        jobs = available_cpus() if jobs is None else jobs
+        if jobs < 1:
+            raise ConfigError(f"--jobs must be >= 1, got {jobs}")
+        if gpus is not None and (not gpus or any(not g.strip().isdigit() for g in gpus)):
+            raise ConfigError(f"--gpus {','.join(gpus)!r}: expected a list of device ids like 0,1")
+        self.jobs, self.gpus = jobs, gpus
+
+    def run(self, plan: Plan, ctx: RunContext, hooks: Hooks) -> list[Outcome]:
+        """Submit every unfinished unit to the pool and collect outcomes as they finish."""
+        from .records import RunRecord
+
+        results: list[Outcome | None] = [None] * len(plan)
+        manifest = GridManifest(plan.specs, ctx.output_dir, plan.protocol, self.name)
+        todo = split_cached(plan, ctx, manifest, results, hooks)
+        if todo:
+            workers = min(self.jobs, len(todo))
+            threads = max(1, available_cpus() // workers)
+            mpctx = mp.get_context("spawn")
+            gpu_queue = None
+            if self.gpus:
+                gpu_queue = mpctx.Queue()
+                for k in range(workers):
+                    gpu_queue.put(self.gpus[k % len(self.gpus)])
+            manifest.data["extra"] = {"workers": workers, "threads_per_worker": threads, "gpus": self.gpus}
+            pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=mpctx, initializer=_init_worker,
+                                          initargs=(threads, gpu_queue))
+            try:
+                futs = {pool.submit(_run_unit_in_worker, [plan.specs[i].to_dict() for i in unit],
+                                    str(ctx.output_dir), ctx.force, ctx.root, plan.protocol): unit
+                        for unit in todo}
+                for unit in todo:
+                    for i in unit:
+                        manifest.set(i, "running")
+                for fut in cf.as_completed(futs):
+                    unit = futs[fut]
+                    try:
+                        got = [(RunRecord.model_validate_json(r) if r else None, s, e) for r, s, e in fut.result()]
+                        outs = [Outcome(plan.specs[i], r, s, e) for i, (r, s, e) in zip(unit, got, strict=True)]
+                    except Exception as exc:  # a dead worker
+                        tb = "".join(traceback.format_exception(exc))
+                        outs = [Outcome(plan.specs[i], None, error=describe_error(exc), traceback=tb) for i in unit]
+                    for i, outcome in zip(unit, outs, strict=True):
+                        results[i] = outcome
+                        manifest.finish(i, outcome)
+                        if hooks.on_done:
+                            hooks.on_done(i, outcome)
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+            finally:
+                manifest.close()
+            pool.shutdown()
+        else:
+            manifest.close()
+        return [r for r in results if r is not None]
+
+
+def make_executor(name: str, *, jobs: int | None = None, gpus: list[str] | None = None,
+                  slurm: Any = None) -> Executor:
+    """The executor called ``name`` (``sequential``, ``local``, ``slurm``) with its options."""
+    if name == "sequential":
         if gpus:
-            gpu_queue = ctx.Queue()
-            for k in range(workers):
-                gpu_queue.put(gpus[k % len(gpus)])
-        manifest.data["extra"] = {"workers": workers, "threads_per_worker": threads, "gpus": gpus}
-        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
-                                      initargs=(threads, gpu_queue))
-        try:
-            futs = {pool.submit(_run_one, specs[i].to_dict(), str(output_dir), force, root, protocol): i
-                    for i in todo}
-            for fut in cf.as_completed(futs):
-                i = futs[fut]
-                try:
-                    res = fut.result()
-                except Exception as exc:  # bad input in the worker, or a dead worker
-                    tb = "".join(traceback.format_exception(exc))
-                    res = (stub_record(specs[i], protocol, describe_error(exc), tb), False)
-                results[i] = res
-                manifest.finish(i, res)
-                if on_done:
-                    on_done(i, res)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        finally:
-            manifest.flush()
-        pool.shutdown()
-    return [r for r in results if r is not None]
+            raise ConfigError("--gpus is for --executor local (one GPU per worker); with sequential use "
+                              "--set train.device=cuda:N")
+        return SequentialExecutor()
+    if name == "local":
+        return LocalExecutor(jobs, gpus)
+    if name == "slurm":
+        if gpus:
+            raise ConfigError("--gpus is for --executor local; on Slurm use --slurm-gpus")
+        from .slurm import SlurmExecutor
+
+        return SlurmExecutor(slurm)
+    raise ConfigError(f"--executor {name!r}: expected one of {', '.join(EXECUTORS)}")

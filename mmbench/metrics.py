@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.metrics import accuracy_score, average_precision_score, f1_score, roc_auc_score
 
-from .data.batch import PATTERNS
+from .core import PATTERNS
 
 METRICS = ("accuracy", "macro_f1", "auroc", "prauc")
 
@@ -61,4 +61,28 @@ def metrics_by_pattern(logits: np.ndarray, y: np.ndarray, present: np.ndarray,
     for name, row in PATTERNS.items():
         rows = (present == np.array(row, dtype=bool)).all(axis=1)
         out[name] = compute_metrics(logits[rows], y[rows], task)
+    return out
+
+
+def bayes_regret(logits: np.ndarray, y: np.ndarray, present: np.ndarray, index: np.ndarray,
+                 posterior: dict[str, np.ndarray]) -> dict[str, float | None]:
+    """Accuracy of the Bayes rule on the *same* test rows minus the model's, overall and per pattern.
+
+    ``posterior[pattern]`` is the ``N x C`` Bayes posterior of every row of the split given what that
+    pattern observes (a dataset with a known generative model provides it); ``index`` maps the
+    evaluated rows to split rows. Row by row, the Bayes prediction uses the posterior of the row's own
+    missing pattern, so the regret removes the luck of which rows were drawn: a regret of 0 is the best
+    any classifier can do on these rows, up to ties.
+    """
+    pred = logits.argmax(axis=1)
+    bayes = np.full(len(y), -1, dtype=np.int64)
+    for name, row in PATTERNS.items():
+        rows = (present == np.array(row, dtype=bool)).all(axis=1)
+        if rows.any():
+            bayes[rows] = np.asarray(posterior[name])[index[rows]].argmax(axis=1)
+    model_ok, bayes_ok = pred == y, bayes == y
+    out: dict[str, float | None] = {"overall": float(bayes_ok.mean() - model_ok.mean()) if len(y) else None}
+    for name, row in PATTERNS.items():
+        rows = (present == np.array(row, dtype=bool)).all(axis=1)
+        out[name] = float(bayes_ok[rows].mean() - model_ok[rows].mean()) if rows.any() else None
     return out

@@ -22,10 +22,8 @@ import hashlib
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
-from torch import Tensor
 
-from .data.batch import IMAGE, MODALITIES, TABULAR
+from .core import IMAGE, MODALITIES, PATTERNS, TABULAR
 from .errors import ConfigError
 
 SCENARIOS = ("none", "image", "tabular", "both", "imbalanced")
@@ -75,9 +73,22 @@ class MissingSpec:
         return {m: 1 - rates.get(m, 0.0) for m in MODALITIES}
 
     def label(self, split: str = "train") -> str:
-        """Row label like DFPL Table I, e.g. ``Image 100% / Tabular 70%``."""
+        """Availability label like DFPL Table I, e.g. ``Image 100% / Tabular 70%`` (fractions *present*)."""
         av = self.availability(split)
         return " / ".join(f"{m.capitalize()} {round(100 * av[m]):d}%" for m in MODALITIES)
+
+    def describe(self, split: str = "train") -> str:
+        """The cell in both vocabularies: the missing rate eta and what it leaves available, e.g.
+        ``both missing 50% (image 75% / tabular 75% available)``."""
+        rate, rates = self.for_split(split)
+        av = self.availability(split)
+        avail = " / ".join(f"{m} {round(100 * av[m]):d}%" for m in MODALITIES)
+        if self.scenario == "none":
+            return "none missing (image 100% / tabular 100% available)"
+        if self.scenario == "imbalanced":
+            miss = ", ".join(f"{m} {round(100 * rates.get(m, 0.0)):d}%" for m in MODALITIES)
+            return f"imbalanced missing {miss} ({avail} available)"
+        return f"{self.scenario} missing {round(100 * rate):d}% ({avail} available)"
 
 
 def _check_rate(value: object, what: str) -> float:
@@ -89,12 +100,24 @@ def _check_rate(value: object, what: str) -> float:
 
 
 def validate_missing(spec: MissingSpec) -> None:
-    """Raise ``ConfigError`` for an unknown scenario or a rate outside [0, 1]."""
+    """Raise ``ConfigError`` for an unknown scenario, a rate outside [0, 1], or a rate that the
+    scenario would silently ignore (a rate for ``none``, per-modality rates outside ``imbalanced``)."""
     if spec.scenario not in SCENARIOS:
         raise ConfigError(f"unknown missingness scenario {spec.scenario!r}; expected one of {', '.join(SCENARIOS)}")
     _check_rate(spec.rate, "rate")
     if spec.test_rate is not None:
         _check_rate(spec.test_rate, "test rate")
+    if spec.scenario == "none" and (spec.rate != 0.0 or spec.test_rate not in (None, 0.0)):
+        raise ConfigError(f"scenario 'none' keeps every modality: it takes no missing rate (got rate {spec.rate:g}"
+                          + ("" if spec.test_rate is None else f", test rate {spec.test_rate:g}")
+                          + "); use scenario image, tabular or both for a rate")
+    if spec.scenario != "imbalanced" and (spec.rates or spec.test_rates):
+        raise ConfigError(f"per-modality rates are for scenario 'imbalanced', not {spec.scenario!r}; "
+                          "use a single rate")
+    if spec.scenario == "imbalanced" and spec.rate != 0.0:
+        raise ConfigError("scenario 'imbalanced' takes per-modality rates (image=..,tabular=..), not a single rate")
+    if spec.scenario == "imbalanced" and spec.test_rate is not None:
+        raise ConfigError("scenario 'imbalanced' takes per-modality test rates, not a single test rate")
     if spec.scenario == "imbalanced":
         for label, rates in (("rates", spec.rates), ("test rates", spec.test_rates)):
             if rates is None:
@@ -117,13 +140,13 @@ def _pick(rng: np.random.Generator, k: int, preferred: np.ndarray, allowed: np.n
 
 
 def simulate_presence(n: int, spec: MissingSpec, split: str, sim_seed: int,
-                      natural: Tensor | None = None) -> Tensor:
-    """Presence mask ``n x M`` for one split (before natural missingness is AND-ed in).
+                      natural: np.ndarray | None = None) -> np.ndarray:
+    """Presence mask ``n x M`` (bool array) for one split (before natural missingness is AND-ed in).
 
     ``natural`` (``n x M`` bool) only steers *which* samples are drawn, never how many.
     """
     rate, rates = spec.for_split(split)
-    nat = np.ones((n, len(MODALITIES)), dtype=bool) if natural is None else natural.cpu().numpy()
+    nat = np.ones((n, len(MODALITIES)), dtype=bool) if natural is None else np.asarray(natural, dtype=bool)
     rng = np.random.default_rng(np.random.SeedSequence([int(sim_seed), _SPLIT_IDS[split], 7919]))
     present = np.ones((n, len(MODALITIES)), dtype=bool)
     everyone = np.ones(n, dtype=bool)
@@ -146,26 +169,25 @@ def simulate_presence(n: int, spec: MissingSpec, split: str, sim_seed: int,
     free = present[:, IMAGE].copy()  # a sample never loses both
     lose_tab = _pick(rng, k_tab, nat[:, IMAGE] & free, free)
     present[lose_tab, TABULAR] = False
-    return torch.from_numpy(present)
+    return present
 
 
-def combine(simulated: Tensor, natural: Tensor) -> tuple[Tensor, Tensor]:
+def combine(simulated: np.ndarray, natural: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """AND the simulated and natural masks; return (presence, rows that keep at least one modality)."""
-    present = simulated & natural.to(torch.bool)
-    return present, present.any(dim=1)
+    present = np.asarray(simulated, dtype=bool) & np.asarray(natural, dtype=bool)
+    return present, present.any(axis=1)
 
 
-def mask_hash(present: Tensor) -> str:
+def mask_hash(present: np.ndarray) -> str:
     """Stable short hash of a presence mask (identical masks <=> identical hash across methods)."""
-    arr = np.ascontiguousarray(present.cpu().numpy().astype(np.uint8))
+    arr = np.ascontiguousarray(np.asarray(present).astype(np.uint8))
     h = hashlib.sha256()
     h.update(str(arr.shape).encode())
     h.update(np.packbits(arr).tobytes())
     return h.hexdigest()[:16]
 
 
-def pattern_counts(present: Tensor) -> dict[str, int]:
+def pattern_counts(present: np.ndarray) -> dict[str, int]:
     """How many rows of each missing pattern a mask holds."""
-    from .data.batch import pattern_masks
-
-    return {k: int(v.sum()) for k, v in pattern_masks(present).items()}
+    arr = np.asarray(present, dtype=bool)
+    return {name: int((arr == np.array(row, dtype=bool)).all(axis=1).sum()) for name, row in PATTERNS.items()}

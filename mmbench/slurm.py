@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .config import RunSpec
 from .errors import ConfigError, MMBenchError
-from .executors import GridManifest, OnDone, Result, describe_error, split_cached, stub_record
-from .records import existing_ok, read_record, record_path
+from .executors import GridManifest, Hooks, Outcome, RunContext, describe_error, split_cached
+from .plan import Plan
+from .records import RunRecord, existing_ok, read_record, record_path
+from .spec import RunSpec
 
 CLUSTERS = ("slurm", "debug", "local")
 _TIME_RE = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$")
@@ -109,7 +110,7 @@ class SlurmCell:
         except Exception as exc:  # bad input: no record was written; report it to the parent
             return {"status": "error", "skipped": False, "error": describe_error(exc),
                     "traceback": traceback.format_exc()}
-        return {"status": rec["status"], "skipped": skipped, "error": rec.get("error")}
+        return {"status": rec.status, "skipped": skipped, "error": rec.error}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit hook on preemption/time-out: resubmit the same call (no mid-run checkpoint)."""
@@ -175,26 +176,41 @@ def _log_hint(job: Any) -> str:
         return ""
 
 
-def run_slurm(specs: list[RunSpec], output_dir: str | Path, *, force: bool, root: str | None,
-              protocol: str | None, options: SlurmOptions | None = None, on_done: OnDone | None = None,
-              log: Callable[[str], None] | None = None) -> list[Result]:
+class SlurmExecutor:
+    """Submits the unfinished units of a plan as one Slurm job array (submitit) and waits for them."""
+
+    name = "slurm"
+
+    def __init__(self, options: SlurmOptions | None = None) -> None:
+        self.options = options or SlurmOptions()
+
+    def run(self, plan: Plan, ctx: RunContext, hooks: Hooks) -> list[Outcome]:
+        """See :func:`run_slurm`."""
+        return run_slurm(plan, ctx, self.options, hooks)
+
+
+def run_slurm(plan: Plan, ctx: RunContext, options: SlurmOptions | None = None,
+              hooks: Hooks | None = None) -> list[Outcome]:
     """Submit the cells without an ``ok`` record as one Slurm job array and wait for them.
 
-    Returns ``(record, skipped)`` per spec in order. A job that ends without a record (bad input,
-    killed by Slurm, lost) yields an in-memory ``failed`` record naming its log file.
+    Returns one :class:`Outcome` per cell in order. A job that ends without a record (bad input,
+    killed by Slurm, lost) yields an outcome with ``error`` naming its log file.
     """
     opts = options or SlurmOptions()
-    say = log or (lambda msg: None)
+    hooks = hooks or Hooks()
+    say, on_done = hooks.log, hooks.on_done
+    specs, protocol, force, root = plan.specs, plan.protocol, ctx.force, ctx.root
     submitit = import_submitit()
     if opts.cluster == "slurm":
         check_slurm(opts.partition)
-    output_dir = Path(output_dir).resolve()
+    output_dir = Path(ctx.output_dir).resolve()
     log_dir = Path(opts.log_dir).resolve() if opts.log_dir else output_dir / "slurm-logs"
     folder = log_dir / "%j"
-    results: list[Result | None] = [None] * len(specs)
+    results: list[Outcome | None] = [None] * len(specs)
     manifest = GridManifest(specs, output_dir, protocol, "slurm")
     manifest.data["extra"] = {"cluster": opts.cluster, "log_dir": str(log_dir), "array_job_id": None}
-    todo = split_cached(specs, output_dir, force, manifest, results, on_done)
+    todo = [i for unit in split_cached(plan, RunContext(output_dir, force, root), manifest, results, hooks)
+            for i in unit]
     live: dict[int, Any] = {}
     if todo and opts.cluster == "slurm" and not force:
         live = _reattach(submitit, todo, manifest, folder)
@@ -250,8 +266,8 @@ def _reattach(submitit: Any, todo: list[int], manifest: GridManifest, folder: Pa
 
 
 def _wait(specs: list[RunSpec], live: dict[int, Any], output_dir: Path, protocol: str | None,
-          opts: SlurmOptions, manifest: GridManifest, results: list[Result | None],
-          on_done: OnDone | None) -> None:
+          opts: SlurmOptions, manifest: GridManifest, results: list[Outcome | None],
+          on_done: Callable[[int, Outcome], None] | None) -> None:
     """Poll until every live job is finished or gone, reading each outcome from its record."""
     gone: dict[int, int] = {}
     while live:
@@ -297,8 +313,8 @@ def _finished(job: Any, cluster: str) -> bool:
 
 
 def _collect(spec: RunSpec, job: Any, output_dir: Path, protocol: str | None,
-             lost: str | None = None) -> Result:
-    """``(record, skipped)`` of a finished job, read back from the store."""
+             lost: str | None = None) -> Outcome:
+    """The outcome of a finished job, read back from the store."""
     out: dict[str, Any] = {"status": "error", "skipped": False, "error": lost}
     if job is not None:
         try:
@@ -310,14 +326,14 @@ def _collect(spec: RunSpec, job: Any, output_dir: Path, protocol: str | None,
     if out.get("status") != "error":
         rec = existing_ok(path, spec.run_id) or _read_same(path, spec.run_id)
         if rec is not None:
-            return rec, bool(out.get("skipped"))
+            return Outcome(spec, rec, bool(out.get("skipped")))
         out = {"error": f"job finished but its record {path} is missing or unreadable"}
-    return stub_record(spec, protocol, out.get("error") or "unknown error", out.get("traceback")), False
+    return Outcome(spec, None, error=out.get("error") or "unknown error", traceback=out.get("traceback"))
 
 
-def _read_same(path: Path, run_id: str) -> dict[str, Any] | None:
+def _read_same(path: Path, run_id: str) -> RunRecord | None:
     try:
         rec = read_record(path)
     except MMBenchError:
         return None
-    return rec if rec.get("run_id") == run_id else None
+    return rec if rec.run_id == run_id else None

@@ -77,12 +77,12 @@ def test_check_exit_codes(results: Path, tmp_path: Path, monkeypatch, capsys) ->
     (["run", "-m", "late_fusion", "-d", "synthetc"], "did you mean 'synthetic'"),
     (["run", "-m", "late_fusion", "-d", "synthetic-tiny", "--rate", "1.5"], "must be in [0, 1]"),
     (["run", "-m", "late_fusion", "-d", "synthetic-tiny", "--seeds", "a-b"], "expected a seed range"),
-    (["run", "-m", "late_fusion", "-d", "synthetic-tiny", "--set", "train.epochs=0"], "train.epochs must be >= 1"),
+    (["run", "-m", "late_fusion", "-d", "synthetic-tiny", "--set", "train.epochs=0"], "train.epochs: must be >= 1"),
     (["run", "-m", "late_fusion", "-d", "synthetic-tiny", "--scenario", "imbalanced", "--rates", "image=0.9,tabular=0.5"], "sum to"),
     (["run", "-m", "late_fusion", "-d", "synthetic-tiny", "--protocol", "dfpl-tabel1"], "did you mean 'dfpl-table1'"),
     (["table", "-r", "{empty}"], "no run records"),
     (["table", "-r", "{empty}/missing"], "does not exist"),
-    (["check", "-r", "{empty}", "--reference", "{empty}/none.csv"], "no run records"),
+    (["check", "-r", "{empty}", "--reference", "{empty}/none.csv"], "not found"),
     (["ls", "method"], "did you mean 'methods'"),
 ])
 def test_bad_input_is_one_line_exit_2_nothing_written(args, message, tmp_path: Path, monkeypatch, capsys) -> None:

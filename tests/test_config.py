@@ -98,10 +98,10 @@ def test_overrides_precedence() -> None:
     spec = resolve("late_fusion", "synthetic-tiny", cell, 0,
                    overrides=parse_set(["train.epochs=3", "params.dropout=0.25", "data.n_samples=100",
                                         "encoders.tabular.depth=2", "hidden=8"]))
-    assert spec.train["epochs"] == 3 and spec.method["params"]["dropout"] == 0.25
-    assert spec.dataset["options"]["n_samples"] == 100 and spec.dataset["encoders"]["tabular"]["depth"] == 2
-    assert spec.dataset["hidden"] == 8
-    assert spec.train["lr"] == load_dataset("synthetic-tiny").train["lr"]  # card value survives
+    assert spec.train.epochs == 3 and spec.method.params.dropout == 0.25
+    assert spec.dataset.options.n_samples == 100 and spec.encoders.tabular.depth == 2
+    assert spec.dataset.hidden == 8
+    assert spec.train.lr == load_dataset("synthetic-tiny").train["lr"]  # card value survives
     with pytest.raises(ConfigError, match="--set nonsense.x"):
         resolve("late_fusion", "synthetic-tiny", cell, 0, overrides={"nonsense.x": 1})
     with pytest.raises(ConfigError, match="unknown key 'epochz'"):

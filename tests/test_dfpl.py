@@ -22,6 +22,7 @@ from mmbench.errors import ConfigError
 from mmbench.models import dfpl_parts as P
 from mmbench.models.dfpl import DFPL, DFPLConfig
 from mmbench.registry import METHODS
+from mmbench.typed import validate
 from tests.conftest import MIXED, make_batch, tiny_ctx
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -378,8 +379,8 @@ def test_config_validation():
         DFPLConfig(sspm=False)
     with pytest.raises(ConfigError, match="prototype"):
         DFPLConfig(sspm=False, pfa=False, scale="prototype")
-    with pytest.raises(ConfigError):
-        DFPLConfig(num_prototypes=0)
+    with pytest.raises(ConfigError, match="num_prototypes: must be >= 1, got 0"):
+        validate(DFPLConfig, {"num_prototypes": 0}, "dfpl")
     assert DFPLConfig(sspm=False, pfa=False).rows() == P.SCALE_ROWS["global"]
 
 

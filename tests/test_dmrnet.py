@@ -10,7 +10,7 @@ import torch
 
 from mmbench.data.batch import Output
 from mmbench.data.synthetic import SyntheticDataset, SyntheticOptions
-from mmbench.encoders import EncodersConfig, TabularEncoderConfig
+from mmbench.encoders.config import EncodersConfig, TabularEncoderConfig
 from mmbench.models.base import BuildContext
 from mmbench.models.dmrnet import DMRNet, DMRNetConfig, gaussian_kl, hard_combination_loss
 from tests.conftest import batch_with_presence

@@ -24,6 +24,7 @@ from mmbench.models.drfuse import (
     sigmoid_jsd,
 )
 from mmbench.registry import METHODS
+from mmbench.typed import validate
 from tests.conftest import batch_with_presence
 
 LN3 = math.log(3.0)
@@ -275,7 +276,7 @@ def test_multilabel_task(data):
 
 
 def test_bad_config_values():
-    with pytest.raises(ConfigError):
-        DrFuseConfig(lambda_jsd=-1.0)
-    with pytest.raises(ConfigError):
-        DrFuseConfig(rank_target="bce")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="lambda_jsd: must be >= 0, got -1.0"):
+        validate(DrFuseConfig, {"lambda_jsd": -1.0}, "drfuse")
+    with pytest.raises(ConfigError, match="rank_target: expected 'ovr' or 'ce'"):
+        validate(DrFuseConfig, {"rank_target": "bce"}, "drfuse")

@@ -3,7 +3,6 @@ Slurm through submitit (in-process ``debug`` cluster here; a real cluster in the
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -18,7 +17,17 @@ from filelock import FileLock, Timeout
 
 from mmbench.config import RunSpec, resolve
 from mmbench.errors import ConfigError, MMBenchError
-from mmbench.executors import GridManifest, grid_hash, read_manifest, run_local, run_sequential, stub_record
+from mmbench.executors import (
+    GridManifest,
+    Hooks,
+    LocalExecutor,
+    Outcome,
+    RunContext,
+    SequentialExecutor,
+    grid_hash,
+    read_manifest,
+)
+from mmbench.plan import Plan
 from mmbench.protocols import MissingSpec
 from mmbench.records import read_record, record_path, run_lock
 
@@ -30,9 +39,24 @@ def tiny_spec(seed: int) -> RunSpec:
 
 
 def bad_spec() -> RunSpec:
-    """A spec whose worker raises before training (unknown dataset adapter): no record is written."""
-    s = tiny_spec(7)
-    return dataclasses.replace(s, dataset={**s.dataset, "adapter": "no_such_adapter"})
+    """A cell whose data is not there (bad input found inside the run): no record is written."""
+    return resolve("late_fusion", "csv-example", MissingSpec("both", 0.5), 7, overrides={"train.epochs": 1})
+
+
+def run_local(specs: list[RunSpec], out: Path, *, jobs: int = 2, protocol: str | None = "unit",
+              on_done=None) -> list[Outcome]:
+    return LocalExecutor(jobs).run(Plan(specs, protocol), RunContext(out), Hooks(on_done=on_done))
+
+
+def run_sequential(specs: list[RunSpec], out: Path, protocol: str | None = "unit") -> list[Outcome]:
+    return SequentialExecutor().run(Plan(specs, protocol), RunContext(out), Hooks())
+
+
+def run_slurm_debug(specs: list[RunSpec], out: Path, messages: list[str], protocol: str = "unit") -> list[Outcome]:
+    from mmbench.slurm import SlurmOptions, run_slurm
+
+    return run_slurm(Plan(specs, protocol), RunContext(out), SlurmOptions(cluster="debug", poll_s=0),
+                     Hooks(log=messages.append))
 
 
 def manifest_of(out: Path, specs: list[RunSpec], name: str = "unit") -> dict:
@@ -51,8 +75,7 @@ def local_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Run
     out = tmp_path_factory.mktemp("local")
     specs = [tiny_spec(0), tiny_spec(1), bad_spec()]
     done: list[int] = []
-    results = run_local(specs, out, force=False, root=None, protocol="unit", jobs=2,
-                        on_done=lambda i, res: done.append(i))
+    results = run_local(specs, out, jobs=2, on_done=lambda i, res: done.append(i))
     return out, specs, results, done
 
 
@@ -60,12 +83,12 @@ def local_grid(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Run
 def test_local_two_workers_results_in_order_failure_isolated(local_grid) -> None:
     out, specs, results, done = local_grid
     assert len(results) == 3 and sorted(done) == [0, 1, 2]
-    for spec, (rec, skipped) in zip(specs[:2], results[:2], strict=True):
-        assert rec["status"] == "ok" and not skipped
-        assert rec["run_id"] == spec.run_id and rec["labels"]["seed"] == spec.train_seed
-        assert read_record(record_path(out, spec))["run_id"] == spec.run_id
-    bad, skipped = results[2]
-    assert bad["status"] == "failed" and bad.get("stub") and "no_such_adapter" in bad["error"]
+    for spec, o in zip(specs[:2], results[:2], strict=True):
+        assert o.status == "ok" and not o.skipped
+        assert o.record.run_id == spec.run_id and o.record.labels.seed == spec.train_seed
+        assert read_record(record_path(out, spec)).run_id == spec.run_id
+    bad = results[2]
+    assert bad.status == "error" and bad.record is None and "no data root" in bad.error
     assert not record_path(out, specs[2]).exists()  # bad input writes no record: a re-run retries it
     man = manifest_of(out, specs)
     assert man["name"] == "unit" and man["grid_hash"] == grid_hash(specs) and man["executor"] == "local"
@@ -74,7 +97,7 @@ def test_local_two_workers_results_in_order_failure_isolated(local_grid) -> None
     cells = man["cells"]
     assert [c["run_id"] for c in cells] == [s.run_id for s in specs]
     assert cells[0]["record"] == str(record_path(out, specs[0]).relative_to(out))
-    assert "no_such_adapter" in cells[2]["error"] and cells[0]["metric"]["accuracy"] >= 0
+    assert "no data root" in cells[2]["error"] and cells[0]["metric"]["accuracy"] == results[0].record.test_value()
 
 
 def test_resume_after_interruption_runs_only_the_missing_cell(local_grid, tmp_path: Path) -> None:
@@ -84,10 +107,10 @@ def test_resume_after_interruption_runs_only_the_missing_cell(local_grid, tmp_pa
     kept = record_path(out, specs[0])
     before = kept.stat().st_mtime_ns
     delete_record(out, specs[1])  # as if the grid was killed before this cell finished
-    results = run_sequential(specs[:2], out, force=False, root=None, protocol="unit")
-    assert [skipped for _, skipped in results] == [True, False]
+    results = run_sequential(specs[:2], out)
+    assert [o.skipped for o in results] == [True, False]
     assert kept.stat().st_mtime_ns == before  # the finished cell was loaded, not re-run
-    assert results[1][0]["status"] == "ok" and record_path(out, specs[1]).is_file()
+    assert results[1].status == "ok" and record_path(out, specs[1]).is_file()
     man = manifest_of(out, specs[:2])
     assert man["counts"] == {"cached": 1, "ok": 1} and man["executor"] == "sequential"
 
@@ -99,8 +122,8 @@ def test_all_cached_starts_no_worker(local_grid, monkeypatch) -> None:
         raise AssertionError("a worker pool was started for a fully cached grid")
 
     monkeypatch.setattr("mmbench.executors.cf.ProcessPoolExecutor", no_pool)
-    results = run_local(specs[:2], out, force=False, root=None, protocol="unit", jobs=2)
-    assert all(skipped for _, skipped in results)
+    results = run_local(specs[:2], out, jobs=2)
+    assert all(o.skipped for o in results)
 
 
 def test_worker_init_splits_threads_and_pins_one_gpu(monkeypatch) -> None:
@@ -126,7 +149,9 @@ def test_worker_init_splits_threads_and_pins_one_gpu(monkeypatch) -> None:
 
 def test_local_rejects_bad_jobs(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="--jobs"):
-        run_local([], tmp_path, force=False, root=None, protocol=None, jobs=0)
+        LocalExecutor(0)
+    with pytest.raises(ConfigError, match="--gpus"):
+        LocalExecutor(1, ["a"])
 
 
 # ------------------------------------------------------------------------------------------- manifest
@@ -143,7 +168,7 @@ def test_manifest_is_keyed_by_the_cell_set_and_keeps_history(tmp_path: Path) -> 
     m2 = GridManifest([a, b], tmp_path, "my grid/x", "slurm")
     assert m2.previous_cell(1)["job_id"] == "42_1" and m2.data["invocations"] == 2
     assert m2.data["created_at"] == data["created_at"]
-    m2.finish(0, (stub_record(a, None, "boom"), False))
+    m2.finish(0, Outcome(a, None, error="boom"))
     m2.flush()
     assert read_manifest(m2.path)["cells"][0]["status"] == "error"
 
@@ -163,7 +188,7 @@ def test_record_lock_is_exclusive_and_held_during_execute(tmp_path: Path, monkey
             seen["held"] = False
         except Timeout:
             seen["held"] = True
-        return {"status": "ok"}, False
+        return None, False
 
     monkeypatch.setattr("mmbench.runner._execute_locked", fake_locked)
     from mmbench.runner import execute
@@ -175,21 +200,17 @@ def test_record_lock_is_exclusive_and_held_during_execute(tmp_path: Path, monkey
 # ------------------------------------------------------------------------------------------- slurm
 def test_slurm_debug_cluster_skips_finished_cells_before_submission(local_grid, tmp_path: Path) -> None:
     pytest.importorskip("submitit")
-    from mmbench.slurm import SlurmOptions, run_slurm
-
     src, specs, _, _ = local_grid
     out = tmp_path / "results"
     shutil.copytree(src, out)
     delete_record(out, specs[0])
     messages: list[str] = []
-    results = run_slurm(specs, out, force=False, root=None, protocol="unit",
-                        options=SlurmOptions(cluster="debug", poll_s=0), log=messages.append)
-    assert [r["status"] for r, _ in results] == ["ok", "ok", "failed"]
-    assert [s for _, s in results] == [False, True, False]
+    results = run_slurm_debug(specs, out, messages)
+    assert [o.status for o in results] == ["ok", "cached", "error"]
     assert any("submitted 2 cell(s)" in m for m in messages)  # the cached cell was never submitted
-    assert results[2][0].get("stub") and "no_such_adapter" in results[2][0]["error"]
+    assert results[2].record is None and "no data root" in results[2].error
     rec = read_record(record_path(out, specs[0]))  # read back from the store
-    assert rec["run_id"] == specs[0].run_id and rec["status"] == "ok"
+    assert rec.run_id == specs[0].run_id and rec.status == "ok"
     man = manifest_of(out, specs)
     assert man["invocations"] == 2 and man["executor"] == "slurm"
     assert man["counts"] == {"cached": 1, "error": 1, "ok": 1}
@@ -197,9 +218,8 @@ def test_slurm_debug_cluster_skips_finished_cells_before_submission(local_grid, 
     assert (out / "slurm-logs").is_dir()
     # second invocation: nothing left to run except the bad cell
     messages.clear()
-    again = run_slurm(specs[:2], out, force=False, root=None, protocol="unit",
-                      options=SlurmOptions(cluster="debug", poll_s=0), log=messages.append)
-    assert all(s for _, s in again) and not any("submitted" in m for m in messages)
+    again = run_slurm_debug(specs[:2], out, messages)
+    assert all(o.skipped for o in again) and not any("submitted" in m for m in messages)
 
 
 def test_slurm_options_map_to_submitit_parameters() -> None:
@@ -222,7 +242,7 @@ def test_slurm_without_submitit_is_one_line_error(monkeypatch, tmp_path: Path) -
 
     monkeypatch.setitem(sys.modules, "submitit", None)  # import submitit -> ImportError
     with pytest.raises(MMBenchError, match=r"pip install 'mmbench\[slurm\]'"):
-        run_slurm([tiny_spec(0)], tmp_path, force=False, root=None, protocol=None)
+        run_slurm(Plan([tiny_spec(0)]), RunContext(tmp_path))
 
 
 def fake_bin(tmp_path: Path, monkeypatch, scripts: dict[str, str]) -> None:
@@ -244,8 +264,7 @@ def test_no_slurm_reachable_is_one_line_error(monkeypatch, tmp_path: Path) -> No
 
     fake_bin(tmp_path, monkeypatch, {})
     with pytest.raises(MMBenchError, match="no Slurm here"):
-        run_slurm([tiny_spec(0)], tmp_path / "o", force=False, root=None, protocol=None,
-                  options=SlurmOptions())
+        run_slurm(Plan([tiny_spec(0)]), RunContext(tmp_path / "o"), SlurmOptions())
     shutil.rmtree(tmp_path / "bin")
     fake_bin(tmp_path, monkeypatch,
              {"sbatch": "exit 0", "sinfo": "echo 'Unable to contact slurm controller' >&2; exit 1"})
@@ -277,9 +296,9 @@ def test_squeue_ids_and_lost_jobs(monkeypatch, tmp_path: Path) -> None:
     results: list = [None]
     opts = slurm.SlurmOptions(poll_s=0)
     slurm._wait([spec], {0: GoneJob()}, tmp_path / "o", None, opts, man, results, None)
-    rec, skipped = results[0]
-    assert rec["status"] == "failed" and not skipped
-    assert "ended without a result" in rec["error"] and "5_3_0_log.err" in rec["error"]
+    o = results[0]
+    assert o.status == "error" and o.record is None
+    assert "ended without a result" in o.error and "5_3_0_log.err" in o.error
     assert man.data["cells"][0]["status"] == "error"
 
 
@@ -305,8 +324,8 @@ def test_cli_slurm_flags_reach_the_executor(monkeypatch, capsys, tmp_path: Path)
 
     seen = {}
 
-    def fake_run_slurm(specs, output_dir, *, force, root, protocol, options, on_done, log):
-        seen.update(n=len(specs), options=options)
+    def fake_run_slurm(plan, ctx, options, hooks):
+        seen.update(n=len(plan), options=options)
         return []
 
     monkeypatch.setattr("mmbench.slurm.run_slurm", fake_run_slurm)
@@ -349,17 +368,17 @@ def test_real_slurm_job_array_writes_both_records(tmp_path: Path, capsys) -> Non
     specs = [tiny_spec(0), tiny_spec(1)]
     t0 = time.perf_counter()
     messages: list[str] = []
-    results = run_slurm(specs, tmp_path, force=False, root=None, protocol="slurm-test",
-                        options=SlurmOptions(time="15", cpus_per_task=1, poll_s=1.0), log=messages.append)
+    results = run_slurm(Plan(specs, "slurm-test"), RunContext(tmp_path),
+                        SlurmOptions(time="15", cpus_per_task=1, poll_s=1.0), Hooks(log=messages.append))
     wall = time.perf_counter() - t0
-    assert [r["status"] for r, _ in results] == ["ok", "ok"], [r.get("error") for r, _ in results]
+    assert [o.status for o in results] == ["ok", "ok"], [o.error for o in results]
     for spec in specs:
-        assert read_record(record_path(tmp_path, spec))["run_id"] == spec.run_id
+        assert read_record(record_path(tmp_path, spec)).run_id == spec.run_id
     man = manifest_of(tmp_path, specs, "slurm-test")
     array = man["extra"]["array_job_id"]
     assert [c["job_id"] for c in man["cells"]] == [f"{array}_0", f"{array}_1"]  # one job array
     with capsys.disabled():
-        train = [r["timing"]["train_seconds"] for r, _ in results]
+        train = [o.record.timing.train_seconds for o in results]
         print(f"\n[real slurm] 2-cell job array {array}: wall {wall:.1f} s (train {train} s); {messages[0]}")
     assert os.path.isdir(man["extra"]["log_dir"])
     assert json.loads((tmp_path / man["cells"][0]["record"]).read_text())["status"] == "ok"

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from mmbench.data.synthetic import SyntheticDataset, SyntheticOptions
-from mmbench.encoders import EncodersConfig, TabularEncoderConfig
+from mmbench.encoders.config import EncodersConfig, TabularEncoderConfig
 from mmbench.models.base import BuildContext
 from mmbench.models.ifmmin import IFMMIN, IFMMINConfig, ResidualAE, cmd, masked_mse
 from tests.conftest import batch_with_presence

@@ -15,18 +15,18 @@ from mmbench.runner import execute
 def test_late_fusion_learns_on_synthetic_tiny(tmp_path: Path) -> None:
     spec = resolve("late_fusion", "synthetic-tiny", MissingSpec("both", 0.5), 0)
     rec, _ = execute(spec, tmp_path)
-    assert rec["status"] == "ok"
-    test = rec["metrics"]["test"]
-    by = rec["metrics"]["test_by_pattern"]
+    assert rec.status == "ok"
+    test = rec.metrics.test
+    by = rec.metrics.test_by_pattern
     chance = 1 / 8
     assert test["accuracy"] > 3 * chance, test
     assert by["complete"]["accuracy"] > max(by["image_only"]["accuracy"], by["tabular_only"]["accuracy"]), by
-    for pattern, ceiling in rec["ceiling"].items():  # nothing beats the Bayes ceiling by more than noise
+    for pattern, ceiling in rec.ceiling.items():  # nothing beats the Bayes ceiling by more than noise
         assert by[pattern]["accuracy"] <= ceiling + 0.2
     # early stopping restored the best validation epoch
-    best = rec["curves"][rec["best_epoch"] - 1]["val"]["accuracy"]
-    assert best == max(c["val"]["accuracy"] for c in rec["curves"])
-    assert rec["metrics"]["val"]["accuracy"] == best
+    best = rec.curves[rec.best_epoch - 1]["val"]["accuracy"]
+    assert best == max(c["val"]["accuracy"] for c in rec.curves)
+    assert rec.metrics.val["accuracy"] == best
 
 
 @pytest.mark.parametrize("name", METHODS.names())
@@ -34,5 +34,5 @@ def test_every_method_learns_well_above_chance(name: str, tmp_path: Path) -> Non
     """Each registered method, with its YAML defaults, on synthetic-tiny under both at eta = 0.5."""
     spec = resolve(name, "synthetic-tiny", MissingSpec("both", 0.5), 0)
     rec, _ = execute(spec, tmp_path)
-    assert rec["status"] == "ok", rec["error"]
-    assert rec["metrics"]["test"]["accuracy"] > 2 / 8, rec["metrics"]["test"]  # chance is 1/8
+    assert rec.status == "ok", rec.error
+    assert rec.metrics.test["accuracy"] > 2 / 8, rec.metrics.test  # chance is 1/8

@@ -251,7 +251,7 @@ def build(ctx: BuildContext, head: str = "linear", **cfg: object) -> Pipeline:
 def test_reference_stage_cache_and_backward(tiny: tuple, head: str, cache: bool) -> None:
     info, splits, ctx = tiny
     train = splits["train"]
-    present = simulate_presence(len(train), MissingSpec("both", 0.5), "train", 0)
+    present = torch.from_numpy(simulate_presence(len(train), MissingSpec("both", 0.5), "train", 0))
     loader = StubLoader(split=train, present=present, batch_size=8)
     pipe = build(ctx, head, cache_reference=cache)
     bal = pipe.balancer

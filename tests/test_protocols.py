@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-import torch
 
-from mmbench.data.batch import pattern_masks
 from mmbench.errors import ConfigError
 from mmbench.protocols import MissingSpec, combine, mask_hash, pattern_counts, simulate_presence
 
@@ -31,7 +30,7 @@ def test_none_is_complete() -> None:
 def test_imbalanced_never_both_absent(rates: dict) -> None:
     n = 250
     p = simulate_presence(n, MissingSpec("imbalanced", rates=rates), "train", 1)
-    assert p.any(dim=1).all()
+    assert p.any(axis=1).all()
     assert int((~p[:, 0]).sum()) == round(rates.get("image", 0) * n)
     assert int((~p[:, 1]).sum()) == round(rates.get("tabular", 0) * n)
 
@@ -39,11 +38,11 @@ def test_imbalanced_never_both_absent(rates: dict) -> None:
 def test_sim_seed_decides_which_samples() -> None:
     spec = MissingSpec("both", 0.5)
     a = simulate_presence(200, spec, "train", 0)
-    assert torch.equal(a, simulate_presence(200, spec, "train", 0))
-    assert not torch.equal(a, simulate_presence(200, spec, "train", 1))
-    assert not torch.equal(a, simulate_presence(200, spec, "val", 0))  # splits draw independently
-    torch.manual_seed(999)  # the training seed's global RNG must not matter
-    assert torch.equal(a, simulate_presence(200, spec, "train", 0))
+    assert np.array_equal(a, simulate_presence(200, spec, "train", 0))
+    assert not np.array_equal(a, simulate_presence(200, spec, "train", 1))
+    assert not np.array_equal(a, simulate_presence(200, spec, "val", 0))  # splits draw independently
+    np.random.seed(999)  # the training seed's global RNG must not matter
+    assert np.array_equal(a, simulate_presence(200, spec, "train", 0))
 
 
 def test_test_rate_applies_to_test_only() -> None:
@@ -54,7 +53,7 @@ def test_test_rate_applies_to_test_only() -> None:
 
 def test_natural_missingness_is_combined_and_preferred() -> None:
     n = 100
-    natural = torch.ones(n, 2, dtype=torch.bool)
+    natural = np.ones((n, 2), dtype=bool)
     natural[:10, 0] = False  # 10 samples naturally lack the image
     sim = simulate_presence(n, MissingSpec("tabular", 0.5), "train", 0, natural)
     present, keep = combine(sim, natural)
@@ -64,8 +63,8 @@ def test_natural_missingness_is_combined_and_preferred() -> None:
 
 
 def test_combination_drops_rows_left_empty() -> None:
-    natural = torch.tensor([[False, True], [True, True]])
-    sim = torch.tensor([[True, False], [True, True]])
+    natural = np.array([[False, True], [True, True]])
+    sim = np.array([[True, False], [True, True]])
     present, keep = combine(sim, natural)
     assert keep.tolist() == [False, True]
     assert present.tolist() == [[False, False], [True, True]]
@@ -84,9 +83,9 @@ def test_bad_rates_raise() -> None:
 
 def test_mask_hash_is_stable_and_sensitive() -> None:
     p = simulate_presence(50, MissingSpec("both", 0.5), "test", 4)
-    assert mask_hash(p) == mask_hash(p.clone())
-    q = p.clone()
-    q[0] = ~q[0] if q[0].all() else torch.tensor([True, True])
+    assert mask_hash(p) == mask_hash(p.copy())
+    q = p.copy()
+    q[0] = ~q[0] if q[0].all() else np.array([True, True])
     assert mask_hash(p) != mask_hash(q)
 
 
@@ -99,6 +98,29 @@ def test_labels_like_the_papers() -> None:
 
 
 def test_pattern_masks_partition_rows() -> None:
-    p = simulate_presence(31, MissingSpec("both", 0.6), "train", 2)
+    import torch
+
+    from mmbench.data.batch import pattern_masks
+
+    p = torch.from_numpy(simulate_presence(31, MissingSpec("both", 0.6), "train", 2))
     masks = pattern_masks(p)
     assert int(sum(m.long() for m in masks.values()).max()) == 1
+    assert pattern_counts(p.numpy()) == {k: int(v.sum()) for k, v in masks.items()}
+
+
+def test_describe_says_missing_and_available() -> None:
+    assert MissingSpec("both", 0.5).describe() == "both missing 50% (image 75% / tabular 75% available)"
+    assert MissingSpec("none").describe() == "none missing (image 100% / tabular 100% available)"
+    assert MissingSpec("imbalanced", rates={"image": 0.5, "tabular": 0.1}).describe() == \
+        "imbalanced missing image 50%, tabular 10% (image 50% / tabular 90% available)"
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"scenario": "none", "rate": 0.5}, "takes no missing rate"),
+    ({"scenario": "none", "test_rate": 0.3}, "takes no missing rate"),
+    ({"scenario": "both", "rate": 0.5, "test_rates": {"image": 0.1}}, "are for scenario 'imbalanced'"),
+    ({"scenario": "imbalanced", "rate": 0.5, "rates": {"image": 0.1}}, "not a single rate"),
+])
+def test_options_a_scenario_would_ignore_are_refused(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MissingSpec(**kwargs)

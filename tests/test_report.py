@@ -13,7 +13,8 @@ from mmbench.cli import app
 from mmbench.config import SCHEMA_VERSION
 from mmbench.errors import MMBenchError
 from mmbench.protocols import MissingSpec
-from mmbench.records import load_records, write_predictions, write_record
+from mmbench.records import RunRecord, write_predictions, write_record
+from mmbench.records import load_records as _load_set
 from mmbench.report import stats
 from mmbench.report.plots import plot_curves, plot_patterns, plot_seeds
 
@@ -22,7 +23,7 @@ def fake_record(root: Path, method: str, seed: int, value: float, *, scenario: s
                 rate: float = 0.5, test_rate: float | None = None, dataset: str = "toy",
                 by_pattern: dict[str, float] | None = None, ceiling: dict[str, float] | None = None,
                 mask_hash: str | None = None,
-                predictions: dict[str, np.ndarray] | None = None) -> dict:
+                predictions: dict[str, np.ndarray] | None = None) -> RunRecord:
     """Write a minimal valid run record with test accuracy ``value`` (and optional predictions)."""
     spec = MissingSpec(scenario, rate, {}, test_rate)
     t_rate = rate if test_rate is None else test_rate
@@ -33,20 +34,27 @@ def fake_record(root: Path, method: str, seed: int, value: float, *, scenario: s
         "labels": {"method": method, "dataset": dataset, "protocol": None, "scenario": scenario, "rate": rate,
                    "rates": {}, "test_rate": t_rate, "availability": spec.label("train"),
                    "test_availability": spec.label("test"), "seed": seed, "sim_seed": seed},
-        "spec": {"method": {"name": method}, "dataset": {"name": dataset, "task": "multiclass"}},
+        "spec": {"method": {"name": method}, "dataset": {"name": dataset, "task": "multiclass"},
+                 "missing": {"scenario": scenario, "rate": rate, "test_rate": test_rate}},
         "primary_metric": "accuracy",
         "metrics": {"test": {"accuracy": value},
                     "test_by_pattern": {p: {"accuracy": v} for p, v in (by_pattern or {}).items()}},
         "ceiling": ceiling,
-        "masks": {"test": {"hash": mask_hash or f"m-{scenario}-{t_rate}-{seed}"}},
+        "masks": {"test": {"hash": mask_hash or f"m-{scenario}-{t_rate}-{seed}", "n": 1}},
         "files": {},
     }
     path = root / dataset / method / f"{name}.json"
     if predictions is not None:
         write_predictions(path.with_suffix(".npz"), predictions)
         rec["files"]["predictions"] = f"{name}.npz"
-    write_record(path, rec)
-    return rec
+    record = RunRecord.model_validate(rec)
+    write_record(path, record)
+    return record
+
+
+def load_records(root: Path) -> list[RunRecord]:
+    """The usable records under ``root``."""
+    return _load_set(root).records
 
 
 # ---------------------------------------------------------------------------------------------- tests
@@ -85,7 +93,7 @@ def test_compare_to_best_daggers_with_six_and_five_seeds(tmp_path: Path) -> None
     assert comp.at["close", "p"] > 0.3 and comp.at["close", "tie"]
     # Holm over the row's two comparisons: bad's 0.03125 is the smallest, times 2 -> 0.0625 >= 0.05: a dagger
     assert comp.at["bad", "p_holm"] == pytest.approx(0.0625) and comp.at["bad", "tie"]
-    five = stats.compare_to_best([r for r in recs if r["labels"]["seed"] < 5]).set_index("method")
+    five = stats.compare_to_best([r for r in recs if r.labels.seed < 5]).set_index("method")
     assert five.at["bad", "p"] == pytest.approx(0.0625) and five.at["bad", "tie"]
 
 
@@ -218,7 +226,7 @@ def test_plots_write_png_and_pdf(tmp_path: Path) -> None:
     pts, axis = stats.curve_points(recs)
     assert axis == "rate" and set(pts["group"]) == {"toy · image", "toy · both"}
     assert set(pts.loc[pts["group"] == "toy · image", "x"]) == {0.0, 0.3, 0.7}  # scenario none joins at 0
-    image = [r for r in recs if r["labels"]["scenario"] == "image"]  # 2 panels keep the test quick
+    image = [r for r in recs if r.labels.scenario == "image"]  # 2 panels keep the test quick
     for fn, name, rs in ((plot_curves, "curve.png", recs), (plot_patterns, "patterns", image),
                          (plot_seeds, "seeds.pdf", image)):
         paths = fn(rs, tmp_path / "plots" / name)
@@ -249,7 +257,7 @@ def test_cli_plot_stats_and_table_stats(tmp_path: Path) -> None:
 def test_pairing_refuses_two_runs_of_one_method(tmp_path: Path) -> None:
     rec = fake_record(tmp_path, "a", 0, 0.8)
     fake_record(tmp_path, "b", 0, 0.7)
-    rec["run_id"] = "other-overrides"  # same labels, e.g. `--set params.dropout=0.3`: ambiguous pairing
+    rec = rec.model_copy(update={"run_id": "other-run"})  # the same experiment and seed twice: ambiguous
     write_record(tmp_path / "toy" / "a" / "copy.json", rec)
     with pytest.raises(MMBenchError, match="several runs of method 'a'"):
         stats.friedman_summary(load_records(tmp_path))

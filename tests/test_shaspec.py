@@ -14,6 +14,7 @@ from mmbench.errors import ConfigError
 from mmbench.models.base import BuildContext
 from mmbench.models.shaspec import ShaSpec, ShaSpecConfig, dao_loss, dco_loss, substitute_missing
 from mmbench.registry import METHODS
+from mmbench.typed import validate
 from tests.conftest import batch_with_presence
 
 # presence rows: complete, image-only, tabular-only, complete, image-only, tabular-only
@@ -187,10 +188,10 @@ def test_absent_garbage_never_reaches_outputs(data):
 
 
 def test_bad_config_values(data):
-    with pytest.raises(ConfigError):
-        ShaSpecConfig(alpha=-0.1)
-    with pytest.raises(ConfigError):
-        ShaSpecConfig(trunk_depth=0)
+    with pytest.raises(ConfigError, match="alpha: must be >= 0"):
+        validate(ShaSpecConfig, {"alpha": -0.1}, "shaspec")
+    with pytest.raises(ConfigError, match="trunk_depth: must be >= 1"):
+        validate(ShaSpecConfig, {"trunk_depth": 0}, "shaspec")
     info, _ = data
     with pytest.raises(ConfigError, match="must divide"):
         ShaSpec(BuildContext(info, hidden=8), ShaSpecConfig(trunk_heads=3))

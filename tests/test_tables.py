@@ -2,34 +2,43 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
 import pytest
 
 from mmbench.errors import MMBenchError
+from mmbench.records import RunRecord, parse_record
 from mmbench.report.tables import render, summarize
 
-FIXTURES = Path(__file__).parent / "fixtures" / "historic_results"
+FIXTURES = Path(__file__).parent / "fixtures" / "historic_results" / "v1-early"
 
 
-def _records() -> list[dict]:
-    base = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*.json"))]
-    out = []
-    for method, shift in (("late_fusion", 0.0), ("better", 0.1)):
-        for r in base:
-            r = copy.deepcopy(r)
-            r["labels"]["method"] = method
-            r["metrics"]["test"]["accuracy"] += shift
-            out.append(r)
-    return out
+def _with(r: RunRecord, method: str | None = None, shift: float = 0.0, **spec_changes: object) -> RunRecord:
+    """A copy of ``r`` under another method label, ``shift`` added to its test accuracy, and
+    ``spec_changes`` (``"train.epochs": 3``) applied to its spec."""
+    data = json.loads(r.model_dump_json())
+    if method:
+        data["labels"]["method"] = method
+    data["metrics"]["test"]["accuracy"] += shift
+    for path, value in spec_changes.items():
+        node = data["spec"]
+        *parents, leaf = path.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    return parse_record(data, "test")
+
+
+def _records() -> list[RunRecord]:
+    base = [parse_record(json.loads(p.read_text()), p) for p in sorted(FIXTURES.glob("*.json"))]
+    return [_with(r, method, shift) for method, shift in (("late_fusion", 0.0), ("better", 0.1)) for r in base]
 
 
 def test_summary_means_and_stds() -> None:
     recs = _records()
     s = summarize(recs)
-    accs = sorted(r["metrics"]["test"]["accuracy"] for r in recs if r["labels"]["method"] == "late_fusion")
+    accs = sorted(r.metrics.test["accuracy"] for r in recs if r.labels.method == "late_fusion")
     row = s[s["method"] == "late_fusion"].iloc[0]
     mean = sum(accs) / 2
     assert row["mean"] == pytest.approx(mean)
@@ -53,8 +62,19 @@ def test_latex_and_html() -> None:
 
 
 def test_failed_runs_are_excluded() -> None:
-    recs = _records()
-    for r in recs:
-        r["status"] = "failed"
+    recs = [r.model_copy(update={"status": "failed"}) for r in _records()]
     with pytest.raises(MMBenchError, match="no finished runs"):
         summarize(recs)
+
+
+def test_runs_that_differ_in_more_than_the_seed_are_never_pooled() -> None:
+    """Two seeds at train.epochs=8 and one at train.epochs=3 of the same method and cell: two rows of the
+    table, each labelled with the setting that differs, never one mean over all three."""
+    a, b = [parse_record(json.loads(p.read_text()), p) for p in sorted(FIXTURES.glob("*.json"))]
+    other = _with(a, shift=0.2, **{"train.epochs": 3})
+    s = summarize([a, b, other])
+    assert sorted(s["method"]) == ["late_fusion [train.epochs=3]", "late_fusion [train.epochs=8]"]
+    assert s.set_index("method").loc["late_fusion [train.epochs=8]", "n"] == 2
+    assert s.set_index("method").loc["late_fusion [train.epochs=3]", "n"] == 1
+    code_change = _with(b, **{"method.version": 2})
+    assert "method.version=2" in " ".join(summarize([a, code_change])["method"])

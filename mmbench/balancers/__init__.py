@@ -1,6 +1,8 @@
-"""Training balancers, registered by name (``none``, ``mce``)."""
+"""Training balancers, registered by name (``none``, ``mce``), lazily with their configs."""
 
-from . import mce, none  # noqa: F401,E402  (registration)
-from .base import Balancer
+from ..models.params import NoConfig
+from ..registry import BALANCERS
+from .params import MCEConfig
 
-__all__ = ["Balancer"]
+BALANCERS.lazy("none", "mmbench.balancers.none:NoBalancer", NoConfig)
+BALANCERS.lazy("mce", "mmbench.balancers.mce:MCEBalancer", MCEConfig)

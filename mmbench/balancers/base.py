@@ -6,7 +6,7 @@ to forward with modalities dropped it calls ``pipeline(batch.with_present(mask))
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
 
@@ -22,6 +22,8 @@ class Balancer(nn.Module):
     """Base class of registered balancers (its parameters are optimised with the method's)."""
 
     Config: type = NoConfig
+    #: behaviour version, hashed into every run id: bump it when a change alters what it computes
+    version: ClassVar[int] = 1
     cite: str = ""
 
     def __init__(self, ctx: BuildContext, embed_dims: dict[str, int], cfg: object) -> None:

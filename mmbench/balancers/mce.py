@@ -20,68 +20,23 @@ Total added to the method/head terms: ``w_rec L_rec + w_sep L_sep + w_sub L_sub`
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from ..data.batch import MODALITIES, Batch, Output
-from ..encoders import build_encoder
+from ..encoders.build import build_encoder
 from ..losses import task_loss, task_loss_per_sample
 from ..models.base import BuildContext
 from ..registry import register_balancer
 from ..shapley import shapley_table
 from .base import Balancer
+from .params import MCEConfig
 
 if TYPE_CHECKING:
     from ..pipeline import Pipeline
     from ..train import Loader
-
-
-@dataclass(frozen=True)
-class MCEConfig:
-    """Hyper-parameters of MCE (defaults: the official IEMOCAP script, methods.md §5.5).
-
-    Attributes:
-        w_rec, w_sep, w_sub: weights of cross-modal completion, unimodal and subset-prediction terms.
-        use_a: scale each modality's terms by the dataset-level factor a_m.
-        use_b: scale them by the batch-level Shapley factor b_m (needs the reference predictors).
-        shapley: ``textbook`` Shapley formula, or ``mce_official``: the official code's variant
-            (marginals taken against the singleton, methods.md §5.4).
-        ref_epochs: epochs of the reference-predictor stage run in ``setup`` (first stage of the run).
-        ref_lr: Adam learning rate of that stage.
-        cache_reference: score the frozen reference predictors once on the training split after their
-            stage and look the per-row correctness up by row index (exact for datasets without random
-            augmentation); False re-runs them on every batch, as the official code does.
-        detach_rec_target: stop the gradient through the full-input target of the completion L1
-            (the official code does not: False).
-        max_subset_rows: 0 (default) enumerates every (row, subset) pair exactly, as the paper does;
-            n > 0 caps the extra forward at n pairs drawn uniformly per step, each weighted by
-            (pairs / n) in L_sub, L_rec and v(S) (unbiased; bounds the step cost when most rows are
-            complete).
-    """
-
-    w_rec: float = 1.0
-    w_sep: float = 1.0
-    w_sub: float = 2.0
-    use_a: bool = True
-    use_b: bool = True
-    shapley: Literal["textbook", "mce_official"] = "textbook"
-    ref_epochs: int = 5
-    ref_lr: float = 1e-3
-    cache_reference: bool = True
-    detach_rec_target: bool = False
-    max_subset_rows: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("w_rec", "w_sep", "w_sub", "ref_lr"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_subset_rows < 0:
-            raise ValueError(f"max_subset_rows must be >= 0, got {self.max_subset_rows}")
-        if self.ref_epochs < 1 and self.use_b:
-            raise ValueError("use_b needs trained reference predictors: ref_epochs must be >= 1")
 
 
 class ReferencePredictor(nn.Module):

@@ -1,8 +1,15 @@
-"""Data: batch containers, adapters (one per dataset), registered by adapter name."""
+"""Data: one adapter per dataset, registered by adapter name (lazily, with its torch-free options).
 
-from . import adni, csv, dvm, mimic, pad_ufes, synthetic  # noqa: F401,E402  (registration)
-from .base import SPLITS, DataInfo, DatasetAdapter, Split, TabularSchema
-from .batch import IMAGE, MODALITIES, PATTERNS, TABULAR, Batch, Output
+The batch contract lives in :mod:`mmbench.data.batch`, the adapter interface in
+:mod:`mmbench.data.base`.
+"""
 
-__all__ = ["SPLITS", "DataInfo", "DatasetAdapter", "Split", "TabularSchema", "IMAGE", "MODALITIES",
-           "PATTERNS", "TABULAR", "Batch", "Output"]
+from ..registry import DATASETS
+from . import options as _o
+
+DATASETS.lazy("synthetic", "mmbench.data.synthetic:SyntheticDataset", _o.SyntheticOptions)
+DATASETS.lazy("csv", "mmbench.data.csv:CSVDataset", _o.CSVOptions)
+DATASETS.lazy("dvm", "mmbench.data.dvm:DVMDataset", _o.DVMOptions)
+DATASETS.lazy("mimic", "mmbench.data.mimic:MIMICDataset", _o.MIMICOptions)
+DATASETS.lazy("adni", "mmbench.data.adni:ADNIDataset", _o.ADNIOptions)
+DATASETS.lazy("pad_ufes", "mmbench.data.pad_ufes:PADUFESDataset", _o.PADUFESOptions)

@@ -22,37 +22,22 @@ adapter reads NIfTI volumes + a CSV instead (``datasets/adni-nifti.yaml``).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..encoders import image3d as _image3d  # noqa: F401  (registers the encoder this data needs)
 from ..errors import DataError
 from ..registry import register_dataset
 from .base import DataInfo, TabularSchema
 from .cache import CacheWriter, FileDataset
 from .io import Progress, require, volume_to_array
+from .options import ADNIOptions
 from .table import check_splits, random_split, write_splits
 
 DX_CODES = {"CN": 0, "MCI": 1, "Dementia": 2, "AD": 2}
 CLASS_NAMES = ("CN", "MCI", "Dementia")
-
-
-@dataclass(frozen=True)
-class ADNIOptions:
-    """Options of the ADNI (DAFT HDF5) card."""
-
-    dir: str = "adni"
-    files: tuple[str, str, str] = ("0-train.h5", "0-valid.h5", "0-test.h5")
-    volume: str = "Left-Hippocampus/vol_with_bg"
-    image_size: int = 128
-    split: Literal["files", "subject"] = "files"
-    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    split_seed: int = 0
-    missing_indicators: bool = True
 
 
 def indicator_target(name: str) -> str | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -105,6 +105,8 @@ class DatasetAdapter(ABC):
 
     #: the adapter's typed options (a dataclass); unknown card keys are an error
     Options: type = object
+    #: behaviour version, hashed into every run id: bump it when a change alters the data produced
+    version: ClassVar[int] = 1
 
     def __init__(self, options: Any, data_root: str | None = None) -> None:
         self.options = options

@@ -13,17 +13,10 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import Tensor
 
-#: Modality slots, in presence-mask column order. The second slot is the non-image modality
-#: (a table for DVM/ADNI/PAD/synthetic, an EHR time series for MIMIC).
-MODALITIES: tuple[str, ...] = ("image", "tabular")
-IMAGE, TABULAR = 0, 1
+from ..core import IMAGE, MODALITIES, PATTERNS, TABULAR
 
-#: Missing patterns reported per test split, keyed by the presence row they match.
-PATTERNS: dict[str, tuple[bool, ...]] = {
-    "complete": (True, True),
-    "image_only": (True, False),
-    "tabular_only": (False, True),
-}
+__all__ = ["IMAGE", "MODALITIES", "PATTERNS", "TABULAR", "Batch", "Output", "pattern_masks", "zero_absent"]
+
 
 
 def pattern_masks(present: Tensor) -> dict[str, Tensor]:

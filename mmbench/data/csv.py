@@ -23,22 +23,20 @@ A minimal card::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..encoders import image3d as _image3d  # noqa: F401  (registers the encoder this data needs)
 from ..errors import DataError
 from ..registry import register_dataset
 from .base import DataInfo
 from .cache import CacheWriter, FileDataset
 from .io import Progress, read_image, read_volume
+from .options import CSVOptions
 from .table import (
-    MISSING_VALUES,
     check_splits,
     encode_features,
     encode_multiclass,
@@ -47,36 +45,6 @@ from .table import (
     random_split,
     write_splits,
 )
-
-
-@dataclass(frozen=True)
-class CSVOptions:
-    """Options of a bring-your-own dataset card (paths are relative to ``<data root>/<dir>``)."""
-
-    dir: str = "csv"
-    table: str = "data.csv"
-    image_column: str | None = "image"
-    image_root: str = ""
-    image_dims: Literal[2, 3] = 2
-    image_size: int = 224
-    image_channels: Literal[1, 3] = 3
-    resize: Literal["stretch", "crop"] = "stretch"
-    normalize: Literal["imagenet", "dataset", "unit"] = "imagenet"
-    label_column: str | None = "label"
-    label_columns: tuple[str, ...] = ()
-    label_delimiter: str | None = None
-    classes: tuple[str, ...] = ()
-    categorical: tuple[str, ...] = ()
-    continuous: tuple[str, ...] = ()
-    drop: tuple[str, ...] = ()
-    split_column: str | None = None
-    split_values: dict[str, str] = field(
-        default_factory=lambda: {"train": "train", "val": "val", "test": "test"}
-    )
-    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    split_seed: int = 0
-    group_column: str | None = None
-    missing_values: tuple[str, ...] = MISSING_VALUES
 
 
 def read_table(path: Path) -> pd.DataFrame:

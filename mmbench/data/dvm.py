@@ -17,7 +17,6 @@ Images are resized to 128 x 128 (TIP). There is no natural missingness: every ad
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from ..registry import register_dataset
 from .base import SPLITS, DataInfo, TabularSchema
 from .cache import CacheWriter, FileDataset, split_report
 from .io import ChannelStats, Progress, decode_into, read_image
+from .options import DVMOptions
 from .table import image_stats
 
 CATEGORICAL = ("Color", "Bodytype", "Gearbox", "Fuel_type")
@@ -47,21 +47,6 @@ BASE_CONTINUOUS = (
 )
 PHYSICAL = ("Wheelbase", "Length", "Width", "Height")  # TIP's jitter order
 CONTINUOUS = ("Wheelbase", "Height", "Width", "Length", *BASE_CONTINUOUS)  # column order of the table
-
-
-@dataclass(frozen=True)
-class DVMOptions:
-    """Options of the DVM-CAR card."""
-
-    dir: str = "dvm"
-    features_dir: str = "features"
-    image_dir: str = "resized_DVM"
-    views: str = "all_views"
-    tabular_version: str = "physical_jittered_50_reordered"
-    lengths_file: str = "tabular_lengths_all_views_physical_reordered.pt"
-    image_size: int = 128
-    min_adverts: int = 100  # raw build only: car models with fewer adverts are dropped (TIP: 100)
-    seed: int = 2022  # raw build only: split and jitter seed (TIP: 2022)
 
 
 def features_files(o: DVMOptions, split: str) -> tuple[str, str, str]:

@@ -25,20 +25,19 @@ unreadable) have the image naturally absent; ``cohort: paired`` keeps only stays
 from __future__ import annotations
 
 import pickle
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..encoders import ehr as _ehr  # noqa: F401  (registers the encoder this data needs)
 from ..errors import DataError
 from ..registry import register_dataset
 from .base import SPLITS, DataInfo
 from .cache import CacheWriter, FileDataset, split_report
 from .io import ChannelStats, Progress, decode_into, read_image
+from .options import MIMICOptions
 from .table import image_stats
 
 #: mimic3-benchmarks ``discretizer_config.json``: channel order, categorical levels, normal values.
@@ -204,26 +203,6 @@ def normalize_episode(x: np.ndarray, continuous: np.ndarray, means: np.ndarray, 
     if clip > 0:
         x[(x > clip) | (x < -clip)] = 0.0
     return x
-
-
-@dataclass(frozen=True)
-class MIMICOptions:
-    """Options of the MIMIC-IV + MIMIC-CXR card."""
-
-    dir: str = "mimic"
-    ehr_dir: str = "ehr"
-    task_dir: str = "phenotyping"
-    cxr_dir: str = "cxr"
-    cxr_images: str = "resized"
-    cohort: Literal["partial", "paired"] = "partial"
-    hours: float = 48.0
-    timestep: float = 1.0
-    cxr_window_hours: float | None = 48.0
-    view_positions: tuple[str, ...] = ("AP",)
-    normalizer: str | None = None
-    clip: float = 10.0
-    image_size: int = 224
-    resize: Literal["stretch", "crop"] = "crop"
 
 
 def select_cxr(

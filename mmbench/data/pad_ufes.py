@@ -13,16 +13,16 @@ Splits are by ``patient_id`` (a patient's lesions never span two splits), seeded
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from ..registry import register_dataset
 from .base import DataInfo
 from .cache import CacheWriter, FileDataset
 from .csv import read_table
 from .io import Progress, read_image
+from .options import PADUFESOptions
 from .table import check_splits, encode_features, encode_multiclass, random_split, write_splits
 
 CLASSES = ("ACK", "BCC", "MEL", "NEV", "SCC", "SEK")
@@ -48,18 +48,6 @@ CATEGORICAL = (
 )
 CONTINUOUS = ("age", "diameter_1", "diameter_2")
 IDS = ("patient_id", "lesion_id", "img_id", "diagnostic")
-
-
-@dataclass(frozen=True)
-class PADUFESOptions:
-    """Options of the PAD-UFES-20 card."""
-
-    dir: str = "pad-ufes-20"
-    image_size: int = 224
-    resize: Literal["stretch", "crop"] = "stretch"
-    drop_biopsed: bool = True
-    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
-    split_seed: int = 0
 
 
 @register_dataset("pad_ufes")

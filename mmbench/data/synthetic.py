@@ -21,29 +21,13 @@ the three bits is the ceiling of each pattern, an upper bound for any classifier
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..registry import register_dataset
 from .base import DataInfo, DatasetAdapter, Split, TabularSchema
-
-
-@dataclass(frozen=True)
-class SyntheticOptions:
-    """Options of the synthetic dataset card."""
-
-    n_samples: int = 4000
-    image_size: int = 32
-    seed: int = 0
-    noise_shared_image: float = 0.5
-    noise_shared_tabular: float = 0.5
-    noise_image: float = 0.3
-    noise_tabular: float = 0.3
-    pixel_noise: float = 0.05
-    n_nuisance_num: int = 3
-    split_fractions: tuple[float, float, float] = (0.6, 0.2, 0.2)
+from .options import SyntheticOptions
 
 
 def bit_accuracy(noise_stds: list[float]) -> float:

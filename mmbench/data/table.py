@@ -24,9 +24,7 @@ from ..errors import DataError
 from .base import SPLITS, TabularSchema
 from .cache import CacheWriter, split_report
 from .io import IMAGENET_MEAN, IMAGENET_STD, ChannelStats, Progress, decode_into
-
-#: cell values read as missing (case-insensitive, after stripping spaces)
-MISSING_VALUES: tuple[str, ...] = ("", "na", "n/a", "nan", "none", "null", "unk", "unknown", "?")
+from .options import MISSING_VALUES
 
 
 def is_missing(values: pd.Series, tokens: Sequence[str] = MISSING_VALUES) -> np.ndarray:

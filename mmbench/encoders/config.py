@@ -1,42 +1,76 @@
-"""Typed encoder settings (the ``encoders:`` block of a dataset card)."""
+"""Typed encoder settings (the ``encoders:`` block of a dataset card), torch-free.
+
+One config per registered encoder kind; the card loader picks the class from each entry's ``kind``.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+import dataclasses
+from typing import Annotated, Any, Literal
+
+from pydantic import Field
+
+from ..typed import Bool, Float, PosFloat, PosInt, config
+
+Dropout = Annotated[Float, Field(ge=0, lt=1)]
 
 
-@dataclass(frozen=True)
+@config
 class ImageEncoderConfig:
     """A timm image backbone: ``name`` is any ``timm.list_models()`` entry (``resnet50`` in paper
     configs; the tiny ``test_resnet`` by default on CPU). ``output_stride`` keeps a token grid at
     small image sizes (ResNet-family models); ``None`` keeps the model's default."""
 
-    kind: str = "timm"
+    kind: Literal["timm"] = "timm"
     name: str = "test_resnet"
-    pretrained: bool = False
-    output_stride: int | None = 8
-    drop_rate: float = 0.0
+    pretrained: Bool = False
+    output_stride: Literal[8, 16, 32] | None = 8
+    drop_rate: Dropout = 0.0
 
 
-@dataclass(frozen=True)
+@config
 class TabularEncoderConfig:
     """Feature tokenizer + transformer (FT-Transformer style) over table columns."""
 
-    kind: str = "ft_transformer"
-    depth: int = 2
-    heads: int = 4
-    ffn_mult: float = 2.0
-    dropout: float = 0.1
+    kind: Literal["ft_transformer"] = "ft_transformer"
+    depth: PosInt = 2
+    heads: PosInt = 4
+    ffn_mult: PosFloat = 2.0
+    dropout: Dropout = 0.1
 
 
-@dataclass(frozen=True)
+@config
+class EHREncoderConfig:
+    """Settings of the EHR transformer (defaults: DrFuse's MIMIC setting, ``nhead`` 4, dropout 0.3)."""
+
+    kind: Literal["ehr_transformer"] = "ehr_transformer"
+    feature_depth: Annotated[int, Field(ge=0, strict=True)] = 1
+    depth: Annotated[int, Field(ge=0, strict=True)] = 1
+    heads: PosInt = 4
+    ffn_dim: PosInt = 2048
+    dropout: Dropout = 0.3
+    max_len: PosInt = 350
+    norm_first: Bool = False
+
+
+@config
+class ResNet3DConfig:
+    """Settings of the 3-D ResNet (defaults: ResNet-10 widths of MedicalNet / MONAI)."""
+
+    kind: Literal["resnet3d"] = "resnet3d"
+    layers: tuple[PosInt, PosInt, PosInt, PosInt] = (1, 1, 1, 1)
+    widths: tuple[PosInt, PosInt, PosInt, PosInt] = (64, 128, 256, 512)
+    stem_kernel: PosInt = 7
+    impl: Literal["native", "monai"] = "native"
+
+
+@dataclasses.dataclass(frozen=True)
 class EncodersConfig:
     """One encoder config per modality slot.
 
-    Each is the ``Config`` dataclass of the registered encoder named by its ``kind`` (``timm``,
-    ``ft_transformer``, ...); the card loader picks the class from the kind.
+    Each is the config of the registered encoder named by its ``kind`` (``timm``,
+    ``ft_transformer``, ...); :func:`mmbench.config.encoders_config` picks the class from the kind.
     """
 
-    image: Any = field(default_factory=ImageEncoderConfig)
-    tabular: Any = field(default_factory=TabularEncoderConfig)
+    image: Any = dataclasses.field(default_factory=ImageEncoderConfig)
+    tabular: Any = dataclasses.field(default_factory=TabularEncoderConfig)

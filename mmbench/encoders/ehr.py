@@ -11,28 +11,13 @@ masked mean over valid steps (zero for a row of length 0, e.g. an absent modalit
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from ..data.base import DataInfo
 from ..registry import register_encoder
+from .config import EHREncoderConfig
 from .staged import StagedEncoder
-
-
-@dataclass(frozen=True)
-class EHREncoderConfig:
-    """Settings of the EHR transformer (defaults: DrFuse's MIMIC setting, ``nhead`` 4, dropout 0.3)."""
-
-    kind: str = "ehr_transformer"
-    feature_depth: int = 1
-    depth: int = 1
-    heads: int = 4
-    ffn_dim: int = 2048
-    dropout: float = 0.3
-    max_len: int = 350
-    norm_first: bool = False
 
 
 def _stack(dim: int, cfg: EHREncoderConfig, n: int) -> nn.Module:

@@ -16,26 +16,13 @@ the stem is ``conv1 .. maxpool`` and the stages are ``layer1..4``, as for 2-D im
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..registry import register_encoder
+from .config import ResNet3DConfig
 from .staged import StagedEncoder
-
-
-@dataclass(frozen=True)
-class ResNet3DConfig:
-    """Settings of the 3-D ResNet (defaults: ResNet-10 widths of MedicalNet / MONAI)."""
-
-    kind: str = "resnet3d"
-    layers: tuple[int, int, int, int] = (1, 1, 1, 1)
-    widths: tuple[int, int, int, int] = (64, 128, 256, 512)
-    stem_kernel: int = 7
-    impl: Literal["native", "monai"] = "native"
 
 
 class BasicBlock3D(nn.Module):

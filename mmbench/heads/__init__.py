@@ -1,6 +1,9 @@
-"""Output heads, registered by name (``native``, ``linear``, ``dpl``)."""
+"""Output heads, registered by name (``native``, ``linear``, ``dpl``), lazily with their configs."""
 
-from . import dpl, linear, native  # noqa: F401,E402  (registration)
-from .base import Head
+from ..models.params import NoConfig
+from ..registry import HEADS
+from .params import DPLConfig
 
-__all__ = ["Head"]
+HEADS.lazy("native", "mmbench.heads.native:NativeHead", NoConfig)
+HEADS.lazy("linear", "mmbench.heads.linear:LinearHead", NoConfig)
+HEADS.lazy("dpl", "mmbench.heads.dpl:DPLHead", DPLConfig)

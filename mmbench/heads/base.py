@@ -7,6 +7,8 @@ method's ``"task"`` loss for the head's terms. Method auxiliaries (disentangleme
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import Tensor, nn
 
 from ..data.batch import Batch, Output
@@ -18,6 +20,8 @@ class Head(nn.Module):
     """Base class of registered heads."""
 
     Config: type = NoConfig
+    #: behaviour version, hashed into every run id: bump it when a change alters what it computes
+    version: ClassVar[int] = 1
     #: True if the head's losses replace the method's ``"task"`` term
     replaces_task: bool = True
     cite: str = ""

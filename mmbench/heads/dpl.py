@@ -11,8 +11,6 @@ case) plus a supervised contrastive loss over the prototype components (Eq. 12),
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -24,55 +22,12 @@ from ..losses import masked_mean
 from ..models.base import BuildContext
 from ..registry import register_head
 from .base import Head
+from .params import DPLConfig
 
 #: missing cases, in the order of the case index (-1 = no modality present)
 CASES: tuple[str, ...] = ("complete", "image_only", "tabular_only")
 COMPLETE, IMAGE_ONLY, TABULAR_ONLY = 0, 1, 2
 _EPS = 1e-7
-
-
-@dataclass(frozen=True)
-class DPLConfig:
-    """Hyper-parameters of the DPL head (defaults: official MM-IMDb `both` script, paper Sec. 3).
-
-    Attributes:
-        s_complete, s_image_only, s_tabular_only: ArcFace scale s per missing case (Eq. 9).
-        m_complete, m_image_only, m_tabular_only: additive angular margin m per case, radians (Eq. 9).
-        supcon_weight: lambda of Eq. 13; 0 trains with ArcFace only (the paper's Table 2 ablation).
-        temperature: tau of Eq. 12.
-        base_temperature: SupCon's output scale tau / base_tau (Khosla et al.; 1 in the DPL scripts).
-        supcon_reduction: ``mean`` = Khosla et al.'s normalisation used by the official code (mean
-            over positives, then over anchors, times tau / base_tau); ``sum`` = Eq. 12 as printed.
-        decomposed: False = the paper's Table 3 "un-decomp." ablation: one prototype per case over
-            the concatenated embedding, cosine of the whole vector (official ``DecoupledType3``).
-        multilabel_reduction: multi-label ArcFace (Eq. 10) averaged over labels (``mean``, the
-            official code's ``binary_cross_entropy_with_logits``) or summed as printed (``sum``).
-    """
-
-    s_complete: float = 32.0
-    s_image_only: float = 32.0
-    s_tabular_only: float = 32.0
-    m_complete: float = 0.10
-    m_image_only: float = 0.15
-    m_tabular_only: float = 0.15
-    supcon_weight: float = 0.9
-    temperature: float = 1.0
-    base_temperature: float = 1.0
-    supcon_reduction: Literal["mean", "sum"] = "mean"
-    decomposed: bool = True
-    multilabel_reduction: Literal["mean", "sum"] = "mean"
-
-    def __post_init__(self) -> None:
-        for case in CASES:
-            s, m = getattr(self, f"s_{case}"), getattr(self, f"m_{case}")
-            if not s > 0:
-                raise ValueError(f"s_{case} must be > 0, got {s}")
-            if not 0.0 <= m < math.pi / 2:
-                raise ValueError(f"m_{case} must be an angle in [0, pi/2) radians, got {m}")
-        if self.supcon_weight < 0:
-            raise ValueError(f"supcon_weight must be >= 0, got {self.supcon_weight}")
-        if not (self.temperature > 0 and self.base_temperature > 0):
-            raise ValueError("temperature and base_temperature must be > 0")
 
 
 def case_index(present: Tensor) -> Tensor:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from torch import Tensor, nn
 
 from ..data.base import DataInfo
 from ..data.batch import MODALITIES, Batch, Output
 from ..encoders.config import EncodersConfig
+from .params import NoConfig
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,12 @@ class Stage:
     min_rows: int = 1
 
 
-@dataclass(frozen=True)
-class NoConfig:
-    """A method without hyper-parameters."""
-
-
 class Method(nn.Module):
     """Base class of registered methods."""
 
     Config: type = NoConfig
+    #: behaviour version, hashed into every run id: bump it when a change alters what the method computes
+    version: ClassVar[int] = 1
     #: modality slots the method can take
     modalities: tuple[str, ...] = MODALITIES
     #: whether a non-native head (``--head dpl``) may replace the method's classifier

@@ -6,96 +6,19 @@ the specification. The equations live in :mod:`mmbench.models.dfpl_parts`; this 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batch import IMAGE, MODALITIES, TABULAR, Batch, Output, zero_absent
-from ..encoders import build_shared_specific
-from ..encoders.build import check_separate
-from ..errors import ConfigError
+from ..encoders.build import build_shared_specific
 from ..losses import masked_mean, task_loss
 from ..registry import register_method
 from . import dfpl_parts as P
 from .base import BuildContext, Method
+from .params import DFPLConfig
 
 _BRANCHES = ("shared", "spec")
-
-
-@dataclass(frozen=True)
-class DFPLConfig:
-    """Hyper-parameters of DFPL (paper defaults; Section IV) and the switches of its ablations.
-
-    Attributes:
-        alpha, beta, gamma: loss weights of Eq. 13 (L_cssm; L_div + L_pdis; L_pfa).
-        delta: similarity margin of the diversity loss (Eq. 3).
-        omega: weight of the specific-prototype OT term, ``L_pali = L_pali^shared + omega L_pali^spec``
-            (the paper calls it "a small weighting factor" without a value; 0.1 is our choice).
-        num_prototypes: K prototypes per branch (Table III: 3, 5, 10, 15).
-        ot_epsilon: entropic regularisation of Eq. 5.
-        ot_cost: ``sqeuclidean`` (Eq. 4) or ``normalized`` (squared distance of L2-normalised
-            prototypes, ``2 - 2 cos``; not the paper, an option for the cost scale).
-        sinkhorn_max_iter, sinkhorn_tol, sinkhorn_scaling: POT's batched log-domain Sinkhorn with
-            epsilon-scaling (:func:`~mmbench.models.dfpl_parts.sinkhorn_plan`; scaling 0 = plain).
-        ffn_mult: hidden width of the TPE's FFN (Eq. 2) as a multiple of D (not given in the paper).
-        jsd: how features become distributions for the JSD of Eq. 1 (``softmax`` over D, or
-            ``sigmoid`` per dimension as DrFuse's code).
-        pdis_jsd: also add the JSD alignment term of Eq. 1 to L_pdis (the text says "the same loss
-            as Eq. 1"; Fig. 2 names only the per-modality disentanglement L_pdis^m, our default).
-        sspm, diversity: Table II SSPM on/off; Table III L_div on/off.
-        pfa, pali, cali: Table II PFA on/off; Table IV L_pali / L_cali (each needs ``pfa``).
-        class_prototype: Table IV class prototypes ``gated`` (Eq. 7) / ``global`` / ``prototype``.
-        fusion: Table V ``cma`` / ``concat`` / ``add`` (Table II "CMA off" = ``concat``).
-        scale: Table V rows of H used by the fusion: ``multi`` (Eq. 10) / ``global`` / ``prototype``.
-        separate_stages: how many top encoder stages the shared and the specific encoder of a
-            modality do *not* share (the paper: "share lower-layer parameters ... separate higher
-            layers", without saying where; 1 = the last ResNet stage / transformer layer, our
-            default; ``"all"`` = the stem only, as DrFuse's code).
-    """
-
-    alpha: float = 1.0
-    beta: float = 0.1
-    gamma: float = 0.1
-    delta: float = 0.2
-    omega: float = 0.1
-    num_prototypes: int = 5
-    ot_epsilon: float = 0.1
-    ot_cost: Literal["sqeuclidean", "normalized"] = "sqeuclidean"
-    sinkhorn_max_iter: int = 50
-    sinkhorn_tol: float = 1e-4
-    sinkhorn_scaling: float = 0.5
-    ffn_mult: float = 4.0
-    jsd: Literal["softmax", "sigmoid"] = "softmax"
-    pdis_jsd: bool = False
-    sspm: bool = True
-    diversity: bool = True
-    pfa: bool = True
-    pali: bool = True
-    cali: bool = True
-    class_prototype: Literal["gated", "global", "prototype"] = "gated"
-    fusion: Literal["cma", "concat", "add"] = "cma"
-    scale: Literal["multi", "global", "prototype"] = "multi"
-    separate_stages: int | Literal["all"] = 1
-
-    def __post_init__(self) -> None:
-        check_separate(self.separate_stages)
-        if self.num_prototypes < 1:
-            raise ConfigError(f"num_prototypes must be >= 1, got {self.num_prototypes}")
-        if self.ot_epsilon <= 0:
-            raise ConfigError(f"ot_epsilon must be > 0, got {self.ot_epsilon}")
-        if not 0.0 <= self.delta <= 1.0:
-            raise ConfigError(f"delta must be in [0, 1], got {self.delta}")
-        if self.pfa and not self.sspm:
-            raise ConfigError("pfa needs the prototypes of sspm: set pfa=false when sspm=false")
-        if self.scale == "prototype" and not self.sspm:
-            raise ConfigError("scale='prototype' needs the prototypes of sspm")
-
-    def rows(self) -> tuple[int, ...]:
-        """Rows of H (Eq. 10) the fusion uses: the scale's rows, global only without SSPM."""
-        return P.SCALE_ROWS[self.scale if self.sspm else "global"]
 
 
 @register_method("dfpl")

@@ -15,14 +15,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .params import SCALE_ROWS as _SCALE_ROWS
+
 _EPS = 1e-8
 
 #: Row order of the multi-scale matrix H (Eq. 10).
 H_ROWS: tuple[str, ...] = ("t_spec_img", "p_spec_img", "t_shared_fused", "p_shared_fused",
                            "t_spec_tab", "p_spec_tab")
 #: Rows of H per scale (Table V: CMA global / prototype / multi-scale).
-SCALE_ROWS: dict[str, tuple[int, ...]] = {"global": (0, 2, 4), "prototype": (1, 3, 5),
-                                          "multi": (0, 1, 2, 3, 4, 5)}
+SCALE_ROWS = _SCALE_ROWS
 
 
 # ----------------------------------------------------------------------------- similarities

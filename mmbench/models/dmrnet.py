@@ -38,44 +38,16 @@ Deviations (also in ``methods/dmrnet.yaml`` ``notes:``):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batch import IMAGE, MODALITIES, TABULAR, Batch, Output
-from ..encoders import build_encoder
-from ..errors import ConfigError
+from ..encoders.build import build_encoder
 from ..losses import task_loss, task_loss_per_sample
 from ..registry import register_method
 from .base import BuildContext, Method
-
-
-@dataclass(frozen=True)
-class DMRNetConfig:
-    """Hyper-parameters of DMRNet (defaults: the official audio-visual code).
-
-    Attributes:
-        kl_weight: alpha, weight of the KL term.
-        hcr_weight: beta, weight of the hard-combination regularizer (argparse default 0.5; the
-            CREMA-D script's best 0.2, tuned under the broadcasting bug).
-        hcr_warmup_epochs: epochs that accumulate the variance statistics before the hard
-            combination is chosen (the code: epochs 0..5, i.e. 6).
-        hcr_mode: ``fixed`` (per-sample, as described) or ``code`` (the official broadcasting).
-        modality_dropout: draw a random modality combination per complete training row.
-    """
-
-    kl_weight: float = 1e-3
-    hcr_weight: float = 0.2
-    hcr_warmup_epochs: int = 6
-    hcr_mode: Literal["fixed", "code"] = "fixed"
-    modality_dropout: bool = True
-
-    def __post_init__(self) -> None:
-        if self.hcr_warmup_epochs < 0:
-            raise ConfigError(f"dmrnet: hcr_warmup_epochs must be >= 0, got {self.hcr_warmup_epochs}")
+from .params import DMRNetConfig
 
 
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:

@@ -15,20 +15,17 @@ absent, so every mask is symmetric:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batch import IMAGE, TABULAR, Batch, Output
-from ..encoders import build_shared_specific
-from ..encoders.build import check_separate
-from ..errors import ConfigError
+from ..encoders.build import build_shared_specific
 from ..losses import masked_mean, task_loss, task_loss_per_sample
 from ..registry import register_method
 from .base import BuildContext, Method
+from .params import DrFuseConfig
 
 #: Order of the three attention tokens: image-distinct, pooled shared, tabular-distinct (the official
 #: order is EHR-distinct, shared, CXR-distinct; the attention is permutation-equivariant).
@@ -36,50 +33,6 @@ TOKENS: tuple[str, ...] = ("image", "shared", "tabular")
 #: Ranking pairs (A, B) of the attention ranking loss, the official (cxr, ehr), (shared, ehr),
 #: (shared, cxr) with CXR -> image and EHR -> tabular.
 RANK_PAIRS: tuple[tuple[str, str], ...] = (("image", "tabular"), ("shared", "tabular"), ("shared", "image"))
-
-
-@dataclass(frozen=True)
-class DrFuseConfig:
-    """Loss weights and the choices left open when porting DrFuse to image + tabular / multi-class.
-
-    Attributes:
-        lambda_pred_shared, lambda_pred_image, lambda_pred_tabular: auxiliary prediction losses of the
-            pooled-shared, image-distinct and tabular-distinct heads (paper 0.5; official code 1.0).
-        lambda_jsd: weight of the JSD alignment of the two shared features.
-        lambda_cos_image, lambda_cos_tabular: weights of ``|cos(g(h_sh), h_ds)|`` per modality.
-        lambda_rank: weight of the attention ranking loss (paper 0.5; official code 1.0).
-        rank_target: multi-class only: how each branch's per-class loss (which decides the ranking
-            targets) is measured: ``"ovr"`` = one-vs-rest BCE of the branch's softmax probability of
-            each class (class-dependent, the analogue of the paper's per-label BCE); ``"ce"`` = the
-            branch's per-sample CE, the same for every class. Multi-label always uses per-label BCE.
-        jsd_rows: ``"complete"`` (default) = JSD averaged over rows where both modalities are
-            present; ``"all"`` = the official code: numerator summed over every row with any modality
-            (an absent modality enters through its zero-input features), divided by the complete count.
-        separate_stages: how many top encoder stages the shared and the distinct encoder of a
-            modality do *not* share (``"all"``: only the stem is shared, as the official code).
-    """
-
-    lambda_pred_shared: float = 0.5
-    lambda_pred_image: float = 0.5
-    lambda_pred_tabular: float = 0.5
-    lambda_jsd: float = 1.0
-    lambda_cos_image: float = 1.0
-    lambda_cos_tabular: float = 1.0
-    lambda_rank: float = 0.5
-    rank_target: Literal["ovr", "ce"] = "ovr"
-    jsd_rows: Literal["complete", "all"] = "complete"
-    separate_stages: int | Literal["all"] = "all"
-
-    def __post_init__(self) -> None:
-        check_separate(self.separate_stages)
-        for name in ("lambda_pred_shared", "lambda_pred_image", "lambda_pred_tabular", "lambda_jsd",
-                     "lambda_cos_image", "lambda_cos_tabular", "lambda_rank"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"drfuse: {name} must be >= 0, got {getattr(self, name)}")
-        if self.rank_target not in ("ovr", "ce"):
-            raise ConfigError(f"drfuse: rank_target must be 'ovr' or 'ce', got {self.rank_target!r}")
-        if self.jsd_rows not in ("complete", "all"):
-            raise ConfigError(f"drfuse: jsd_rows must be 'complete' or 'all', got {self.jsd_rows!r}")
 
 
 def logit_pool(logits: Tensor, present: Tensor) -> Tensor:

@@ -45,74 +45,16 @@ Deviations (also in ``methods/ifmmin.yaml`` ``notes:``):
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
-from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from ..data.batch import IMAGE, MODALITIES, TABULAR, Batch, Output
-from ..encoders import build_encoder
-from ..errors import ConfigError
+from ..encoders.build import build_encoder
 from ..losses import masked_mean, task_loss
 from ..registry import register_method
 from .base import BuildContext, Method, Stage
-
-
-@dataclass(frozen=True)
-class IFMMINConfig:
-    """Hyper-parameters of IF-MMIN (defaults: the official IEMOCAP scripts).
-
-    Attributes:
-        pretrain_epochs: epochs of stage 1 (paper: 10 constant + 10 decaying).
-        student_epochs: epochs of stage 2 (paper: 20 + 20).
-        pretrain_min_rows: stage 1 fails clearly if fewer complete training rows exist.
-        pretrain_select_best: restore the best validation epoch of stage 1 as the teacher (the official
-            code keeps the best-validation checkpoint of the pretrained model).
-        cmd_moments: K of the CMD (central moments 2..K plus the means).
-        cmd_weight: weight of the CMD term in stage 1.
-        ce_weight: weight of the classification term (both stages).
-        recon_weight: weight of the reconstruction MSE (stage 2).
-        invariant_weight: weight of the invariant MSE (stage 2; the script's ``consistent_weight=100`` is
-            never read by the model, so the effective weight is 1).
-        ae_layers: encoder widths of each autoencoder block (decoder mirrors them).
-        ae_blocks: number of cascaded autoencoder blocks.
-        cascade: ``paper`` (block input = previous block output + H') or ``code`` (official ResidualAE).
-        cls_layers: hidden widths of both classifiers.
-        pretrain_dropout: dropout of the stage-1 classifier.
-        student_dropout: dropout of the student classifier.
-        student_patterns: patterns a complete training row is shown as in stage 2 (``all`` or
-            ``incomplete``, the official code).
-        recon_target: ``missing`` (only missing slots) or ``code`` (MMIN convention, see module doc).
-    """
-
-    pretrain_epochs: int = 20
-    student_epochs: int = 40
-    pretrain_min_rows: int = 32
-    pretrain_select_best: bool = True
-    cmd_moments: int = 5
-    cmd_weight: float = 1.0
-    ce_weight: float = 1.0
-    recon_weight: float = 1.0
-    invariant_weight: float = 1.0
-    ae_layers: tuple[int, ...] = (256, 128, 64)
-    ae_blocks: int = 5
-    cascade: Literal["paper", "code"] = "paper"
-    cls_layers: tuple[int, ...] = (128, 128)
-    pretrain_dropout: float = 0.3
-    student_dropout: float = 0.5
-    student_patterns: Literal["all", "incomplete"] = "all"
-    recon_target: Literal["missing", "code"] = "missing"
-
-    def __post_init__(self) -> None:
-        if self.pretrain_epochs < 1 or self.student_epochs < 1:
-            raise ConfigError("ifmmin: pretrain_epochs and student_epochs must be >= 1")
-        if self.cmd_moments < 1:
-            raise ConfigError(f"ifmmin: cmd_moments must be >= 1, got {self.cmd_moments}")
-        if not self.ae_layers or self.ae_blocks < 1:
-            raise ConfigError("ifmmin: ae_layers must be non-empty and ae_blocks >= 1")
-        if self.pretrain_min_rows < 2:
-            raise ConfigError("ifmmin: pretrain_min_rows must be >= 2 (a batch needs two rows)")
+from .params import IFMMINConfig
 
 
 def _zero_safe_norm(v: Tensor) -> Tensor:

@@ -5,23 +5,15 @@ The lower bound every missing-modality method must beat.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
 from ..data.batch import MODALITIES, Batch, Output
-from ..encoders import build_encoder
+from ..encoders.build import build_encoder
 from ..losses import task_loss
 from ..registry import register_method
 from .base import BuildContext, Method
-
-
-@dataclass(frozen=True)
-class LateFusionConfig:
-    """Hyper-parameters of late fusion."""
-
-    dropout: float = 0.1
+from .params import LateFusionConfig
 
 
 @register_method("late_fusion")

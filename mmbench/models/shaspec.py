@@ -17,59 +17,17 @@ shared and specific backbones); ``share_stem=True`` lets both paths reuse one st
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Literal
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..data.batch import MODALITIES, Batch, Output
-from ..encoders import build_encoder
+from ..encoders.build import build_encoder
 from ..errors import ConfigError
 from ..losses import masked_mean, task_loss
 from ..registry import register_method
 from .base import BuildContext, Method
-
-
-@dataclass(frozen=True)
-class ShaSpecConfig:
-    """Hyper-parameters of ShaSpec.
-
-    Attributes:
-        alpha: weight of the distribution-alignment objective (paper / official code 0.1).
-        beta: weight of the domain-classification objective (paper / official code 0.02).
-        dao: distance of DAO: ``"l1"`` (official code, mean absolute difference) or ``"mse"`` (the
-            third-party classification re-implementation).
-        aux_on_absent: ``False`` (default): DAO only on rows with both modalities, DCO only on present
-            modalities. ``True`` = the official code: both computed on every row, an absent modality
-            entering through the features of its zero-filled input.
-        trunk_depth: transformer layers of the shared trunk (and of each specific trunk).
-        trunk_heads: attention heads of the trunks (must divide ``hidden``).
-        share_stem: the shared and specific paths of a modality reuse one stem.
-        dropout: dropout before the classifier and inside the trunks.
-    """
-
-    alpha: float = 0.1
-    beta: float = 0.02
-    dao: Literal["l1", "mse"] = "l1"
-    aux_on_absent: bool = False
-    trunk_depth: int = 1
-    trunk_heads: int = 4
-    share_stem: bool = False
-    dropout: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.alpha < 0 or self.beta < 0:
-            raise ConfigError(f"shaspec: alpha and beta must be >= 0, got {self.alpha}, {self.beta}")
-        if self.dao not in ("l1", "mse"):
-            raise ConfigError(f"shaspec: dao must be 'l1' or 'mse', got {self.dao!r}")
-        if self.trunk_depth < 1:
-            raise ConfigError(f"shaspec: trunk_depth must be >= 1, got {self.trunk_depth}")
-        if self.trunk_heads < 1:
-            raise ConfigError(f"shaspec: trunk_heads must be >= 1, got {self.trunk_heads}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError(f"shaspec: dropout must be in [0, 1), got {self.dropout}")
+from .params import ShaSpecConfig
 
 
 def dao_loss(r_a: Tensor, r_b: Tensor, kind: str, rows: Tensor | None) -> Tensor:

@@ -9,7 +9,9 @@ from typing import Any
 import pandas as pd
 
 from ..errors import MMBenchError
-from .tables import CELL_KEYS, summarize
+from ..records import RunRecord
+from .frame import CELL_KEYS
+from .tables import summarize
 
 REF_COLUMNS = [*CELL_KEYS, "method", "metric", "mean"]
 
@@ -38,7 +40,15 @@ def read_reference(path: str | Path) -> pd.DataFrame:
     if missing:
         raise MMBenchError(f"reference file {path}: missing columns {missing} (expected the output of "
                            "`mmbench table --format csv`)")
-    ref["mean"] = pd.to_numeric(ref["mean"], errors="coerce")
+    if ref.empty:
+        raise MMBenchError(f"reference file {path}: no rows (a gate with nothing to check would always pass)")
+    means = pd.to_numeric(ref["mean"], errors="coerce")
+    bad = ~means.notna() | ~means.map(lambda v: v == v and abs(v) != float("inf"))
+    if bad.any():
+        row = int(bad.idxmax())
+        raise MMBenchError(f"reference file {path}: row {row + 2} has mean {ref['mean'].iloc[row]!r}; expected a "
+                           "finite number (a regression gate must not pass on garbage)")
+    ref["mean"] = means.astype(float)
     return ref
 
 
@@ -49,7 +59,7 @@ def _norm_rate(v: Any) -> str:
         return "" if v is None or (isinstance(v, float) and v != v) else str(v)
 
 
-def compare(records: list[dict[str, Any]], ref: pd.DataFrame, tolerance: float) -> list[CheckRow]:
+def compare(records: list[RunRecord], ref: pd.DataFrame, tolerance: float) -> list[CheckRow]:
     """Each reference cell's mean against the results' mean; regressed if lower by more than ``tolerance``."""
     cur = summarize(records)
     for df in (cur, ref):

@@ -24,9 +24,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from ..data.batch import PATTERNS
+from ..core import PATTERNS
 from ..errors import MMBenchError
-from ..records import atomic_write_bytes
+from ..records import RunRecord, atomic_write_bytes
 from .stats import curve_points, seed_frame
 from .tables import BASELINE_FIRST, CELL_KEYS
 
@@ -93,7 +93,7 @@ def _legend(fig: Figure, handles: list[Any]) -> None:
     fig.legend(handles=handles, loc="outside right upper", frameon=False, fontsize="small")
 
 
-def plot_curves(records: list[dict[str, Any]], out: str | Path, metric: str | None = None,
+def plot_curves(records: list[RunRecord], out: str | Path, metric: str | None = None,
                 x: str = "auto") -> list[Path]:
     """Metric vs missing rate, one line per method, mean ± std over seeds; one panel per curve group."""
     pts, axis = curve_points(records, metric, x)
@@ -133,7 +133,7 @@ def _cells(df: pd.DataFrame) -> list[tuple[dict[str, Any], pd.DataFrame]]:
     return [(dict(zip(CELL_KEYS, keys, strict=True)), grp) for keys, grp in groups]
 
 
-def plot_patterns(records: list[dict[str, Any]], out: str | Path, metric: str | None = None) -> list[Path]:
+def plot_patterns(records: list[RunRecord], out: str | Path, metric: str | None = None) -> list[Path]:
     """Per-pattern bars per method (mean ± std over seeds), the Bayes ceiling as a marker; one panel
     per cell."""
     df = seed_frame(records, metric)
@@ -176,7 +176,7 @@ def plot_patterns(records: list[dict[str, Any]], out: str | Path, metric: str | 
     return save_figure(fig, out)
 
 
-def plot_seeds(records: list[dict[str, Any]], out: str | Path, metric: str | None = None) -> list[Path]:
+def plot_seeds(records: list[RunRecord], out: str | Path, metric: str | None = None) -> list[Path]:
     """Box plot over seeds per method with each seed as a point; one panel per cell."""
     df = seed_frame(records, metric).dropna(subset=["value"])
     if df.empty:

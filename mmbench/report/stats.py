@@ -29,8 +29,9 @@ import pandas as pd
 from scipy import stats as sps
 
 from ..errors import MMBenchError
-from .frame import records_frame
-from .tables import CELL_KEYS, pivot, summarize
+from ..records import RunRecord
+from .frame import CELL_KEYS, records_frame
+from .tables import pivot, summarize
 
 DAGGER = {"md": "†", "latex": "$^\\dagger$", "html": "&dagger;", "csv": "†"}
 CURVE_X = ("auto", "test_rate", "rate")
@@ -41,15 +42,12 @@ DROP_REFERENCES = ("complete", "rate0")
 # frames and pairing
 
 
-def seed_frame(records: list[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
-    """:func:`records_frame` of the finished runs plus the test mask hash, task and predictions file."""
-    ok = [r for r in records if r.get("status") == "ok"]
+def seed_frame(records: list[RunRecord], metric: str | None = None) -> pd.DataFrame:
+    """:func:`records_frame` of the finished runs (with test mask hash, task and predictions file)."""
+    ok = [r for r in records if r.ok]
     if not ok:
         raise MMBenchError("no finished runs (status ok) among the given records")
     df = records_frame(ok, metric)
-    df["mask_hash"] = [((r.get("masks") or {}).get("test") or {}).get("hash") for r in ok]
-    df["task"] = [r["spec"].get("dataset", {}).get("task") for r in ok]
-    df["predictions"] = [(r.get("files") or {}).get("predictions") for r in ok]
     df["value"] = pd.to_numeric(df["value"], errors="coerce")
     return df
 
@@ -206,13 +204,13 @@ def prediction_paths(results_dir: str | Path) -> dict[str, Path]:
 
     out = {}
     for path, rec in iter_records(results_dir):
-        name = (rec.get("files") or {}).get("predictions")
+        name = rec.files.get("predictions")
         if name:
-            out[rec["run_id"]] = path.parent / name
+            out[rec.run_id] = path.parent / name
     return out
 
 
-def compare_to_best(records: list[dict[str, Any]], metric: str | None = None, *, test: str = "wilcoxon",
+def compare_to_best(records: list[RunRecord], metric: str | None = None, *, test: str = "wilcoxon",
                     alpha: float = 0.05, predictions: dict[str, Path] | None = None, n_boot: int = 1000,
                     seed: int = 0) -> pd.DataFrame:
     """Per cell, each method against the cell's best mean: paired two-sided p, Holm-adjusted in the row.
@@ -266,7 +264,7 @@ def _pred(predictions: dict[str, Path] | None, run_id: str) -> Path:
     return predictions[run_id]
 
 
-def render_with_stats(records: list[dict[str, Any]], fmt: str = "md", metric: str | None = None, *,
+def render_with_stats(records: list[RunRecord], fmt: str = "md", metric: str | None = None, *,
                       test: str = "wilcoxon", alpha: float = 0.05, predictions: dict[str, Path] | None = None,
                       n_boot: int = 1000) -> tuple[str, pd.DataFrame]:
     """The comparison table of :func:`mmbench.report.tables.render` with a dagger on every method not
@@ -329,7 +327,7 @@ class FriedmanResult:
     blocks: pd.DataFrame  # block label x method matrix of seed-averaged values
 
 
-def block_matrix(records: list[dict[str, Any]], metric: str | None = None) -> tuple[pd.DataFrame, int]:
+def block_matrix(records: list[RunRecord], metric: str | None = None) -> tuple[pd.DataFrame, int]:
     """Blocks (dataset x cell) x methods of seed-averaged test metrics; blocks missing a method are
     dropped (complete blocks only). Returns the matrix and the number of dropped blocks."""
     df = seed_frame(records, metric)
@@ -348,7 +346,7 @@ def average_ranks(matrix: pd.DataFrame) -> pd.Series:
     return ranks.mean(axis=0)
 
 
-def friedman_summary(records: list[dict[str, Any]], metric: str | None = None,
+def friedman_summary(records: list[RunRecord], metric: str | None = None,
                      alpha: float = 0.05) -> FriedmanResult:
     """Friedman test, average ranks and Holm-adjusted pairwise Wilcoxon tests across blocks."""
     mat, dropped = block_matrix(records, metric)
@@ -383,7 +381,7 @@ def friedman_summary(records: list[dict[str, Any]], metric: str | None = None,
 # robustness summaries (style.md A7.6)
 
 
-def curve_points(records: list[dict[str, Any]], metric: str | None = None,
+def curve_points(records: list[RunRecord], metric: str | None = None,
                  x: str = "auto") -> tuple[pd.DataFrame, str]:
     """Per-seed points of metric-vs-missing-rate curves: (frame with ``group``, ``x``, ``method``,
     ``seed``, ``value`` and the group keys, the x axis used).
@@ -436,7 +434,7 @@ def trapezoid_auc(x: np.ndarray, y: np.ndarray, normalize: bool = True) -> float
     return area / float(x[-1] - x[0]) if normalize else area
 
 
-def auc_summary(records: list[dict[str, Any]], metric: str | None = None, x: str = "auto",
+def auc_summary(records: list[RunRecord], metric: str | None = None, x: str = "auto",
                 normalize: bool = True) -> pd.DataFrame:
     """Area under the metric vs missing-rate curve per curve group and method, mean ± std over seeds.
 
@@ -466,7 +464,7 @@ def auc_summary(records: list[dict[str, Any]], metric: str | None = None, x: str
     return pd.DataFrame(rows)
 
 
-def drop_summary(records: list[dict[str, Any]], metric: str | None = None,
+def drop_summary(records: list[RunRecord], metric: str | None = None,
                  reference: str = "complete") -> pd.DataFrame:
     """Change of the test metric against full-modality data, per cell and method (mean ± std over seeds).
 

@@ -14,13 +14,13 @@ from typing import Any
 import pandas as pd
 
 from ..errors import MMBenchError
-from .frame import records_frame
+from ..records import RunRecord
+from .frame import CELL_KEYS, records_frame
 
-CELL_KEYS = ["dataset", "scenario", "rate", "test_rate", "availability", "test_availability"]
 BASELINE_FIRST = ("late_fusion",)
 
 
-def summarize(records: list[dict[str, Any]], metric: str | None = None) -> pd.DataFrame:
+def summarize(records: list[RunRecord], metric: str | None = None) -> pd.DataFrame:
     """Mean, std and seed count per (cell, method) of the test metric (percent for bounded metrics)."""
     df = records_frame(records, metric)
     df = df[df["status"] == "ok"]
@@ -73,7 +73,7 @@ def pivot(summary: pd.DataFrame, fmt: str) -> pd.DataFrame:
     return out
 
 
-def render(records: list[dict[str, Any]], fmt: str = "md", metric: str | None = None) -> str:
+def render(records: list[RunRecord], fmt: str = "md", metric: str | None = None) -> str:
     """The comparison table of ``records`` as text in ``fmt`` (md, csv, latex, html)."""
     summary = summarize(records, metric)
     if fmt == "csv":

@@ -1,0 +1,48 @@
+"""Hyper-parameters of the built-in training balancers, torch-free (see :mod:`mmbench.models.params`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from ..errors import ConfigError
+from ..typed import Bool, NonNegFloat, NonNegInt, config
+
+
+@config
+class MCEConfig:
+    """Hyper-parameters of MCE (defaults: the official IEMOCAP script; see docs/methods.md, MCE).
+
+    Attributes:
+        w_rec, w_sep, w_sub: weights of cross-modal completion, unimodal and subset-prediction terms.
+        use_a: scale each modality's terms by the dataset-level factor a_m.
+        use_b: scale them by the batch-level Shapley factor b_m (needs the reference predictors).
+        shapley: ``textbook`` Shapley formula, or ``mce_official``: the official code's variant
+            (marginals taken against the singleton; docs/methods.md, MCE).
+        ref_epochs: epochs of the reference-predictor stage run in ``setup`` (first stage of the run).
+        ref_lr: Adam learning rate of that stage.
+        cache_reference: score the frozen reference predictors once on the training split after their
+            stage and look the per-row correctness up by row index (exact for datasets without random
+            augmentation); False re-runs them on every batch, as the official code does.
+        detach_rec_target: stop the gradient through the full-input target of the completion L1
+            (the official code does not: False).
+        max_subset_rows: 0 (default) enumerates every (row, subset) pair exactly, as the paper does;
+            n > 0 caps the extra forward at n pairs drawn uniformly per step, each weighted by
+            (pairs / n) in L_sub, L_rec and v(S) (unbiased; bounds the step cost when most rows are
+            complete).
+    """
+
+    w_rec: NonNegFloat = 1.0
+    w_sep: NonNegFloat = 1.0
+    w_sub: NonNegFloat = 2.0
+    use_a: Bool = True
+    use_b: Bool = True
+    shapley: Literal["textbook", "mce_official"] = "textbook"
+    ref_epochs: NonNegInt = 5
+    ref_lr: NonNegFloat = 1e-3
+    cache_reference: Bool = True
+    detach_rec_target: Bool = False
+    max_subset_rows: NonNegInt = 0
+
+    def __post_init__(self) -> None:
+        if self.ref_epochs < 1 and self.use_b:
+            raise ConfigError("use_b needs trained reference predictors: ref_epochs must be >= 1")
