@@ -168,6 +168,7 @@ def _execute_locked(spec: RunSpec, path: Path, *, force: bool, root: str | None,
         "metrics": {}, "ceiling": ceiling, "masks": mask_summary, "curves": [], "best_epoch": None,
         "timing": {}, "env": {}, "started_at": started, "finished_at": None, "files": {},
     }
+    record["data_fingerprint"] = splits["train"].extra.get("data_fingerprint")  # None: generated data
     try:
         seed_everything(spec.train_seed)
         pipeline = build_pipeline(spec, info).to(device)

@@ -105,6 +105,8 @@ class DatasetAdapter(ABC):
 
     #: the adapter's typed options (a dataclass); unknown card keys are an error
     Options: type = object
+    #: bumped when the adapter's output for the same files and options changes (hashed into run ids)
+    version: int = 1
 
     def __init__(self, options: Any, data_root: str | None = None) -> None:
         self.options = options
@@ -113,6 +115,11 @@ class DatasetAdapter(ABC):
     @abstractmethod
     def load(self) -> tuple[DataInfo, dict[str, Split]]:
         """Return the dataset's info and its ``train``/``val``/``test`` splits."""
+
+    def fingerprint(self) -> dict[str, Any] | None:
+        """A cheap fingerprint of the input files (sizes, modification times, image counts), or None for
+        generated data; file-backed adapters key their cache on it and runs record it."""
+        return None
 
     def ceiling(self) -> dict[str, float] | None:
         """Best achievable primary metric per missing pattern, where the generative model is known."""
