@@ -574,7 +574,7 @@ def prepare(
         info, splits = adapter.load()
         console.print(f"{card.name}: " + ", ".join(f"{k} {len(v)}" for k, v in splits.items()))
         return
-    console.print(prepare_report(adapter, force=force), markup=False, highlight=False)
+    console.print(prepare_report(adapter, force=force, name=card.name), markup=False, highlight=False)
 
 
 # ------------------------------------------------------------------------------------------- stats

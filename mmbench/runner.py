@@ -63,7 +63,7 @@ def load_data(spec: RunSpec, root: str | None
     if key not in _DATA_CACHE:
         adapter = build_adapter(spec, root)
         info, splits = adapter.load()
-        fingerprint = adapter.fingerprint() if hasattr(adapter, "fingerprint") else None
+        fingerprint = splits["train"].extra.get("data_fingerprint")  # the cache's (checked); None: generated
         _DATA_CACHE[key] = (info, splits, adapter.ceiling(), fingerprint)
     info, splits, ceiling, fingerprint = _DATA_CACHE[key]
     info = replace(info, name=spec.dataset.name, primary_metric=spec.dataset.primary_metric)

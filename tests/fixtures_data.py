@@ -8,6 +8,7 @@ download or the standard preprocessing lays it out, and returns a dict of facts 
 from __future__ import annotations
 
 import gzip
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -174,38 +175,60 @@ def write_pad_ufes(root: Path, n_patients: int = 18, seed: int = 0) -> dict[str,
 
 # ----------------------------------------------------------------------------------------- DVM
 DVM_COLORS = ["Black", "Blue", "Red", "Silver", "White"]
+#: (maker, model) per class: DVM's names hold spaces and hyphens (folder names too)
+DVM_MODELS = [("Land Rover", "Range Rover Sport"), ("Maker1", "Model1"), ("Mercedes-Benz", "C Class"),
+              ("Maker3", "Model3")]
+#: TIP's column order -> MMCL's (``..._physical_jittered_50.csv``): the 13 continuous columns, then the 4 codes
+MMCL_ORDER = list(range(4, 17)) + [0, 1, 2, 3]
 
 
 def write_dvm_features(
-    root: Path, n: tuple[int, int, int] = (24, 8, 12), n_classes: int = 4, seed: int = 0
+    root: Path, n: tuple[int, int, int] = (24, 8, 12), n_classes: int = 4, seed: int = 0,
+    dirname: str = "dvm", layout: str = "tip",
 ) -> dict[str, Any]:
-    """TIP's ``features/`` files + ``resized_DVM/`` images; the ``.pt`` paths point at another machine."""
+    """TIP's ``features/`` files + ``resized_DVM/`` images, with the official details.
+
+    Categorical codes are written as integers (pandas writes the notebook's ``cat.codes`` so), image
+    names hold spaces (``Land Rover$$Range Rover Sport$$...``), and the ``.pt`` paths are of three
+    kinds: row ``i % 3 == 0`` valid on this machine under ``<dir>/resized_DVM`` (TIP run here), ``1``
+    from another machine (re-rooted), ``2`` valid on this machine but outside ``resized_DVM/`` (used
+    as they are; re-rooting would miss them). ``layout="mmcl"`` writes MMCL's files instead
+    (``..._physical_jittered_50.csv`` in :data:`MMCL_ORDER`, ``tabular_lengths_all_views_physical.pt``)
+    with the same values as ``layout="tip"`` for the same seed.
+    """
     rng = np.random.default_rng(seed)
-    base = root / "dvm"
+    base = root / dirname
+    elsewhere = root / f"{dirname}-images-elsewhere"
     feats = base / "features"
     feats.mkdir(parents=True, exist_ok=True)
     lengths = [5, 4, 3, 6] + [1] * 13
+    suffix = "_reordered" if layout == "tip" else ""
     for split, m in zip(("train", "val", "test"), n, strict=False):
-        cat = np.stack([rng.integers(0, c, m) for c in lengths[:4]], axis=1)
-        num = rng.standard_normal((m, 13)).round(6)
-        pd.DataFrame(np.concatenate([cat, num], axis=1)).to_csv(
-            feats / f"dvm_features_{split}_noOH_all_views_physical_jittered_50_reordered.csv",
-            index=False,
-            header=False,
-        )
+        cat = pd.DataFrame(np.stack([rng.integers(0, c, m) for c in lengths[:4]], axis=1))
+        num = pd.DataFrame(rng.standard_normal((m, 13)).round(6), columns=range(4, 17))
+        frame = pd.concat([cat, num], axis=1)
+        if layout == "mmcl":
+            frame = frame.iloc[:, MMCL_ORDER]
+        frame.to_csv(feats / f"dvm_features_{split}_noOH_all_views_physical_jittered_50{suffix}.csv",
+                     index=False, header=False)
         labels = [int(i % n_classes) for i in range(m)]
         paths = []
         for i in range(m):
-            name = f"Maker{labels[i]}$$Model{labels[i]}$$2017$$Blue$${labels[i]}_1$${split}{i}$$image_0.jpg"
+            maker, model = DVM_MODELS[labels[i] % len(DVM_MODELS)]
+            name = f"{maker}$${model}$$2017$$Blue$${labels[i]}_1$${split}{i}$$image_0.jpg"
             rel = Path("resized_DVM", *name.split("$$")[:4], name)
             img = rng.integers(0, 256, (18, 24, 3), dtype=np.uint8)
-            (base / rel).parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(img).save(base / rel, "JPEG")
-            paths.append(f"/bigdata/someone/data/DVM/{rel.as_posix()}")
+            target = (elsewhere if i % 3 == 2 else base) / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(img).save(target, "JPEG")
+            paths.append(str(target) if i % 3 != 1 else f"/bigdata/someone/data/DVM/{rel.as_posix()}")
         torch.save(labels, feats / f"labels_model_all_{split}_all_views.pt")
         torch.save(paths, feats / f"{split}_paths_all_views.pt")
-    torch.save(lengths, feats / "tabular_lengths_all_views_physical_reordered.pt")
-    return {"dir": base, "n": n, "classes": n_classes, "lengths": lengths}
+    if layout == "mmcl":
+        torch.save([lengths[j] for j in MMCL_ORDER], feats / "tabular_lengths_all_views_physical.pt")
+    else:
+        torch.save(lengths, feats / "tabular_lengths_all_views_physical_reordered.pt")
+    return {"dir": base, "n": n, "classes": n_classes, "lengths": lengths, "elsewhere": elsewhere}
 
 
 def write_dvm_raw(
@@ -221,7 +244,7 @@ def write_dvm_raw(
     tables = base / "tables_V2.0"
     tables.mkdir(parents=True, exist_ok=True)
     ad, image, price, extra = [], [], [], []
-    specs = [(f"{m + 1}_1", f"Make{m}", f"Model{m}", per_model) for m in range(models)]
+    specs = [(f"{m + 1}_1", *DVM_MODELS[m % len(DVM_MODELS)], per_model) for m in range(models)]
     specs.append(("9_9", "Rare", "Small", 2))
     for gid, maker, model, count in specs:
         for year in (2015, 2016):
@@ -293,10 +316,21 @@ def write_dvm_raw(
 
 
 # --------------------------------------------------------------------------------------- MIMIC
-def _episode(rng: np.random.Generator, hours: float) -> pd.DataFrame:
+#: MedFuse's normaliser file name (mimic3-benchmarks ``Normalizer.save_params``: a protocol-2 pickle)
+MIMIC_NORMALIZER = "ph_ts1.0.input_str:previous.start_time:zero.normalizer"
+#: every episode's last row (at hour ``period_length``) has this heart rate
+LAST_HEART_RATE = "101.0"
+#: the normaliser's heart-rate mean and std: the last row normalises to (101 - 80) / 7 = 3
+HR_MEAN, HR_STD = 80.0, 7.0
+#: full-precision length of stay (hours) by ``k % 4``; list files round them to 6 decimals (12.2500004
+#: and 30.5166664 round down, so the last row lies up to 5e-7 h past ``period_length``)
+MIMIC_LOS = (60.0, 30.5166664, 48.0, 12.2500004)
+
+
+def _episode(rng: np.random.Generator, los: float) -> pd.DataFrame:
     from mmbench.data.mimic import CHANNELS, LEVELS
 
-    times = np.sort(rng.uniform(0, hours, size=6)).round(2)
+    times = [*np.sort(rng.uniform(0, los, size=5)).round(2), los]  # the last row at the end of the stay
     rows = []
     for t in times:
         row = {"Hours": t}
@@ -308,51 +342,58 @@ def _episode(rng: np.random.Generator, hours: float) -> pd.DataFrame:
             else:
                 row[ch] = f"{rng.normal(80, 20):.1f}"
         rows.append(row)
+    rows[-1]["Heart Rate"] = LAST_HEART_RATE
     return pd.DataFrame(rows, columns=["Hours", *CHANNELS])
 
 
 def write_mimic(root: Path, n: tuple[int, int, int] = (16, 6, 8), seed: int = 0) -> dict[str, Any]:
-    """MedFuse's mimic4extract output + MIMIC-CXR-JPG metadata and resized JPGs.
+    """MedFuse's mimic4extract output + MIMIC-CXR-JPG metadata, resized JPGs and normaliser pickle.
 
-    Stay ``k`` (global index) gets: an AP X-ray within 48 h if ``k % 4 in (0, 1)`` (for ``k % 4 == 1`` an
-    earlier AP X-ray too, so "latest" matters), a PA X-ray only if ``k % 4 == 2``, an AP X-ray after 48 h
-    if ``k % 4 == 3`` (so only stays ``k % 4 in (0, 1)`` are paired). The first paired train stay's JPG is
-    0 bytes (image naturally absent although selected).
+    Stay ``k`` (global index) belongs to subject ``10000 + k // 2`` (two ICU episodes per subject,
+    ``{subject}_episode{1,2}_timeseries.csv``, admitted 3 days apart), is admitted at 05:30 + 3k days
+    and lasts :data:`MIMIC_LOS` ``[k % 4]`` hours (list files: ``period_length`` to 6 decimals, the
+    episode's last row at that hour). X-rays: ``k % 4 == 0``: AP at +5 h, plus a later study (+6 h)
+    with an empty ViewPosition; ``1``: AP at 00:45:10 and at 03:00:00 the next morning (StudyTime
+    ``4510.125`` and ``30000.125``; read without zero padding the first becomes 04:51:00, the latest);
+    ``2``: PA at +3 h and AP 6 h *before* admission; ``3``: AP after 48 h. So only
+    ``k % 4 in (0, 1)`` are paired. JPGs are flat grayscale ``resized/<dicom_id>.jpg`` (MedFuse's resize.py), a few under ``resized/files/``.
+    The first paired train stay's JPG is 0 bytes (image naturally absent although selected).
     """
-    from mmbench.data.mimic import CHANNELS
+    from mmbench.data.mimic import CHANNELS, Discretizer
 
     rng = np.random.default_rng(seed)
     base = root / "mimic"
     ehr, cxr = base / "ehr", base / "cxr"
     (ehr / "root").mkdir(parents=True, exist_ok=True)
     labels = [f"Phenotype {j}" for j in range(25)]
-    stays, meta, expected_dicom = [], [], {}
+    stays, meta, expected_dicom, subjects = [], [], {}, {}
     k = 0
     for split, m in zip(("train", "val", "test"), n, strict=False):
         folder = ehr / "phenotyping" / ("test" if split == "test" else "train")
         folder.mkdir(parents=True, exist_ok=True)
         lst = []
         for _ in range(m):
-            subject, stay_id = 10000 + k, 30000 + k
-            name = f"{subject}_episode1_timeseries.csv"
-            period = float([60.0, 30.5, 48.0, 12.25][k % 4])
-            _episode(rng, min(period, 48.0) + 2).to_csv(folder / name, index=False)
-            intime = pd.Timestamp("2150-01-01 08:00:00") + pd.Timedelta(days=k)
+            subject, stay_id = 10000 + k // 2, 30000 + k
+            name = f"{subject}_episode{k % 2 + 1}_timeseries.csv"
+            los = MIMIC_LOS[k % 4]
+            _episode(rng, los).to_csv(folder / name, index=False)
+            intime = pd.Timestamp("2150-01-01 05:30:00") + pd.Timedelta(days=3 * k)
             stays.append(
                 {
                     "subject_id": subject,
                     "hadm_id": 20000 + k,
                     "stay_id": stay_id,
                     "intime": str(intime),
-                    "outtime": str(intime + pd.Timedelta(hours=period)),
+                    "outtime": str((intime + pd.Timedelta(hours=los)).floor("s")),  # MIMIC-IV: whole seconds
                 }
             )
+            subjects[stay_id] = subject
             y = (rng.random(25) < 0.3).astype(int)
             y[k % 25] = 1
             lst.append(
                 {
                     "stay": name,
-                    "period_length": period,
+                    "period_length": round(los, 6),
                     "stay_id": stay_id,
                     **dict(zip(labels, y, strict=False)),
                 }
@@ -372,40 +413,44 @@ def write_mimic(root: Path, n: tuple[int, int, int] = (16, 6, 8), seed: int = 0)
                         "StudyTime": float(when.strftime("%H%M%S")) + 0.125,
                     }
                 )
-                _jpg(
-                    cxr
-                    / "resized"
-                    / "files"
-                    / f"p{subject // 1000}"
-                    / f"p{subject}"
-                    / f"s{50000 + len(meta)}"
-                    / f"{dicom}.jpg",
-                    rng,
-                )
+                nested = len(meta) % 5 == 0  # MIMIC-CXR-JPG's own files/p1x/p1xxxxxx/sxxx/ layout
+                sub = Path("files", f"p{subject // 1000}", f"p{subject}", f"s{50000 + len(meta)}") if nested else Path()
+                _jpg(cxr / "resized" / sub / f"{dicom}.jpg", rng)
 
+            day2 = intime.normalize() + pd.Timedelta(days=1)
             if k % 4 == 0:
                 study(f"d{k}a", intime + pd.Timedelta(hours=5), "AP")
+                study(f"d{k}x", intime + pd.Timedelta(hours=6), "")
                 expected_dicom[stay_id] = f"d{k}a"
             elif k % 4 == 1:
-                study(f"d{k}a", intime + pd.Timedelta(hours=2), "AP")
-                study(f"d{k}b", intime + pd.Timedelta(hours=20), "AP")
+                study(f"d{k}a", day2 + pd.Timedelta(minutes=45, seconds=10), "AP")
+                study(f"d{k}b", day2 + pd.Timedelta(hours=3), "AP")
                 expected_dicom[stay_id] = f"d{k}b"
             elif k % 4 == 2:
                 study(f"d{k}a", intime + pd.Timedelta(hours=3), "PA")
+                study(f"d{k}p", intime - pd.Timedelta(hours=6), "AP")
             else:
                 study(f"d{k}a", intime + pd.Timedelta(hours=50), "AP")
             k += 1
-        pd.DataFrame(lst).to_csv(ehr / "phenotyping" / f"{split}_listfile.csv", index=False)
+        pd.DataFrame(lst).to_csv(ehr / "phenotyping" / f"{split}_listfile.csv", index=False, float_format="%.6f")
     pd.DataFrame(stays).to_csv(ehr / "root" / "all_stays.csv", index=False)
     pd.DataFrame(meta).to_csv(cxr / "mimic-cxr-2.0.0-metadata.csv", index=False)
     broken = next(iter(expected_dicom.values()))
     next((cxr / "resized").rglob(f"{broken}.jpg")).write_bytes(b"")
+    disc = Discretizer()
+    means, stds = np.zeros(disc.width), np.ones(disc.width)
+    hr = disc.header.index("Heart Rate")
+    means[hr], stds[hr] = HR_MEAN, HR_STD
+    with open(base / MIMIC_NORMALIZER, "wb") as f:
+        pickle.dump({"means": means, "stds": stds}, f, protocol=2)
     return {
         "dir": base,
         "n": n,
         "expected_dicom": expected_dicom,
+        "subjects": subjects,
         "broken": broken,
         "channels": len(CHANNELS),
+        "normalizer": MIMIC_NORMALIZER,
     }
 
 

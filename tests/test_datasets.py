@@ -18,9 +18,9 @@ import pytest
 import torch
 
 from mmbench.data.adni import ADNIDataset, ADNIOptions, indicator_target
-from mmbench.data.cache import cache_key, read_cache
+from mmbench.data.cache import MissingFiles, cache_key, read_cache
 from mmbench.data.csv import CSVDataset, CSVOptions
-from mmbench.data.dvm import DVMDataset, DVMOptions
+from mmbench.data.dvm import DVMDataset, DVMOptions, categorical_first, scale_physical
 from mmbench.data.mimic import (
     CHANNELS,
     Discretizer,
@@ -30,7 +30,7 @@ from mmbench.data.mimic import (
     select_cxr,
 )
 from mmbench.data.pad_ufes import PADUFESDataset, PADUFESOptions
-from mmbench.data.prepare import prepare_report
+from mmbench.data.prepare import missing_lines, prepare_report
 from mmbench.data.table import encode_features, random_split
 from mmbench.encoders.build import SharedSpecific
 from mmbench.encoders.ehr import EHREncoderConfig, EHRTransformer
@@ -65,6 +65,7 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "csv": fx.write_csv_dataset(base),
         "pad": fx.write_pad_ufes(base),
         "dvm": fx.write_dvm_features(base),
+        "dvm_mmcl": fx.write_dvm_features(base, dirname="dvm-mmcl", layout="mmcl"),
         "dvm_raw": fx.write_dvm_raw(base),
         "mimic": fx.write_mimic(base),
     }
@@ -216,11 +217,53 @@ def test_dvm_features_layout(root: Path) -> None:
     assert info.tabular.cat_cardinalities == (5, 4, 3, 6) and info.tabular.n_num == 13
     assert info.tabular.cat_names == ("Color", "Bodytype", "Gearbox", "Fuel_type")
     assert info.num_classes == facts["classes"] and info.image_shape == (3, 16, 16)
-    # the .pt paths point at another machine: re-rooted under <dir>/resized_DVM, all decoded
+    # every image decodes: paths valid here (used as they are, also outside resized_DVM/), paths from
+    # another machine (re-rooted under <dir>/resized_DVM), names with spaces ("Land Rover$$...")
     assert all(sp[s].natural_present.all() for s in sp)
-    features = pd.read_csv(facts["dir"] / "features" /
-                           "dvm_features_val_noOH_all_views_physical_jittered_50_reordered.csv", header=None)
+    paths = torch.load(facts["dir"] / "features" / "val_paths_all_views.pt")
+    assert str(facts["elsewhere"]) in paths[2] and paths[1].startswith("/bigdata/") and " " in paths[0]
+    csv = facts["dir"] / "features" / "dvm_features_val_noOH_all_views_physical_jittered_50_reordered.csv"
+    first = csv.read_text().splitlines()[0].split(",")
+    assert all("." not in code for code in first[:4]) and "." in first[4]  # codes written as integers
+    features = pd.read_csv(csv, header=None)
     assert torch.equal(sp["val"].inputs["tabular"]["cat"], torch.tensor(features.iloc[:, :4].to_numpy()))
+    assert torch.allclose(sp["val"].inputs["tabular"]["num"],
+                          torch.tensor(features.iloc[:, 4:].to_numpy(), dtype=torch.float32))
+
+
+def test_dvm_mmcl_column_order_is_reordered(root: Path) -> None:
+    """MMCL's files (continuous columns first, no ``_reordered``) read as TIP's: same codes, same values."""
+    assert categorical_first([1, 1, 7, 1, 3]) == [2, 4, 0, 1, 3] and categorical_first([4, 2, 1]) == [0, 1, 2]
+    _, tip = DVMDataset(DVMOptions(image_size=16), str(root)).load()
+    for opts in (DVMOptions(dir="dvm-mmcl", image_size=16),  # found by the fallback to MMCL's names
+                 DVMOptions(dir="dvm-mmcl", image_size=16, tabular_version="physical_jittered_50",
+                            lengths_file="tabular_lengths_all_views_physical.pt")):
+        a = DVMDataset(opts, str(root))
+        rep = a.prepare()
+        assert any("categorical-first by TIP's rule" in n for n in rep["notes"])
+        info, mmcl = a.load()
+        assert info.tabular.cat_cardinalities == (5, 4, 3, 6)
+        assert info.tabular.cat_names == ("Color", "Bodytype", "Gearbox", "Fuel_type")
+        for s in ("train", "val", "test"):
+            for key in ("cat", "num"):
+                assert torch.equal(mmcl[s].inputs["tabular"][key], tip[s].inputs["tabular"][key])
+            assert torch.equal(mmcl[s].y, tip[s].y) and mmcl[s].natural_present.all()
+
+
+def test_scale_physical_by_hand() -> None:
+    def parts() -> dict[str, pd.DataFrame]:
+        cols = {"Height": [5.0, 5.0, 5.0], "Width": [0.0, 1.0, 2.0], "Length": [0.0, 1.0, 2.0]}
+        return {"train": pd.DataFrame({"Wheelbase": [1.0, 2.0, 3.0], **cols}),
+                "test": pd.DataFrame({"Wheelbase": [4.0, 6.0], **{c: v[:2] for c, v in cols.items()}})}
+
+    train_stats = parts()
+    scale_physical(train_stats, "train")  # training mean 2, sample std 1
+    assert train_stats["test"]["Wheelbase"].tolist() == [2.0, 4.0]
+    assert train_stats["test"]["Height"].tolist() == [0.0, 0.0]  # a constant column: std counted as 1
+    per_split = parts()
+    scale_physical(per_split, "split")  # TIP: test mean 5, sample std sqrt(2)
+    assert per_split["test"]["Wheelbase"].tolist() == pytest.approx([-2 ** -0.5, 2 ** -0.5])
+    assert per_split["train"]["Wheelbase"].tolist() == train_stats["train"]["Wheelbase"].tolist() == [-1, 0, 1]
 
 
 def test_dvm_raw_build(root: Path) -> None:
@@ -233,12 +276,30 @@ def test_dvm_raw_build(root: Path) -> None:
     feats = root / "dvm-raw" / "features"
     lengths = torch.load(feats / "tabular_lengths_all_views_physical_reordered.pt")
     assert lengths == [5, 2, 2, 2] + [1] * 13  # Color, Bodytype, Gearbox, Fuel_type levels in the fixture
-    name = "dvm_features_test_noOH_all_views_physical_jittered_50_reordered.csv"
-    test = pd.read_csv(feats / name, header=None)
-    # physical columns (4..7) are z-scored within the split (TIP): mean 0, sample std 1
-    assert np.allclose(test.iloc[:, 4:8].mean(), 0, atol=1e-6) and np.allclose(test.iloc[:, 4:8].std(), 1)
+
+    def physical(split: str) -> pd.DataFrame:  # columns 4..7: Wheelbase, Height, Width, Length
+        name = f"dvm_features_{split}_noOH_all_views_physical_jittered_50_reordered.csv"
+        return pd.read_csv(feats / name, header=None).iloc[:, 4:8]
+
+    # default: z-scored with the training split's statistics, so only train has mean 0 / sample std 1
+    train, test_by_train = physical("train"), physical("test")
+    assert np.allclose(train.mean(), 0, atol=1e-6) and np.allclose(train.std(), 1)
+    assert not np.allclose(test_by_train.mean(), 0, atol=1e-3)
     info, sp = a.load()
     assert all(sp[s].natural_present.all() for s in sp)
+    # TIP's per-split scaling: the card's other setting rebuilds features/ (mmbench_build.json differs)
+    tip = DVMDataset(DVMOptions(dir="dvm-raw", image_size=16, min_adverts=5, physical_scaling="split"), str(root))
+    rep = tip.prepare()
+    assert any("features/ rebuilt (physical_scaling: train -> split)" in n for n in rep["notes"])
+    test_by_split = physical("test")
+    assert np.allclose(test_by_split.mean(), 0, atol=1e-6) and np.allclose(test_by_split.std(), 1)
+    assert np.allclose(physical("train"), train)  # the training rows are the same either way
+    for j in test_by_split:  # the same raw values, another affine map: correlation exactly 1
+        assert np.corrcoef(test_by_split[j], test_by_train[j])[0, 1] == pytest.approx(1.0)
+    # the first cache saw its features/ rewritten: the fingerprint notices and it is rebuilt
+    again = DVMDataset(DVMOptions(dir="dvm-raw", image_size=16, min_adverts=5), str(root)).prepare()
+    assert again["rebuilt_because"] and "features/dvm_features_" in again["rebuilt_because"]
+    assert np.allclose(physical("test"), test_by_train)
 
 
 # ---------------------------------------------------------------------------------------- MIMIC
@@ -298,17 +359,73 @@ def test_mimic_layout(root: Path) -> None:
     assert info.timeseries_channels == 76 and info.tabular is None
     tr = sp["train"]
     assert tr.inputs["tabular"]["values"].shape == (16, 48, 76)
-    # periods [60, 30.5, 48, 12.25][k % 4] capped at 48 h -> 48, 31, 48, 13 hourly bins
+    # period_length 60.000000, 30.516666, 48.000000, 12.250000 (k % 4), capped at 48 h -> 48, 31, 48, 13
+    # hourly bins; the last row (at the stay's end, up to 5e-7 h past the rounded period) is kept
     assert tr.inputs["tabular"]["lengths"][:4].tolist() == [48, 31, 48, 13]
     assert tr.inputs["tabular"]["values"][1, 31:].abs().sum() == 0  # zero padding
     # paired stays: k % 4 in (0, 1); the first one's JPG is 0 bytes -> 8 - 1 images in train
     assert tr.natural_present[:, 0].tolist() == [k % 4 in (0, 1) and k != 0 for k in range(16)]
     assert tr.natural_present[:, 1].all()
+    absent = a.prepare()["missing_files"]["train"]  # what prepare names: 8 stays without, 1 empty JPG
+    assert (absent["count"], absent["no_file"]) == (9, 8)
+    assert absent["no_file_reason"] == "no AP X-ray within 48 h of admission"
+    assert absent["first"] == [[str(facts["dir"] / "cxr" / "resized" / "d0a.jpg"), "empty file (0 bytes)"]]
+    # two ICU episodes per subject ({subject}_episode{1,2}): stays 2j and 2j + 1 share a group
+    assert tr.groups.tolist() == [str(10000 + k // 2) for k in range(16)]
+    # the selected X-ray's pixels: the latest AP one (k = 1: 03:00:00, not 00:45:10)
+    from mmbench.data.io import read_image
+
+    jpg = next((facts["dir"] / "cxr" / "resized").rglob(f"{facts['expected_dicom'][30001]}.jpg"))
+    assert np.array_equal(tr.inputs["image"]["pixels"][1].numpy(), read_image(jpg, 16, 3, "crop"))
     paired = MIMICDataset(MIMICOptions(image_size=16, cohort="paired"), str(root))
     rep = paired.prepare()
     # global stay index k: train 0-15, val 16-21, test 22-29; paired when k % 4 in (0, 1)
     assert [rep["splits"][s]["n"] for s in ("train", "val", "test")] == [8, 4, 4]
     assert len(facts["expected_dicom"]) == 16
+
+
+def test_mimic_official_details_select_the_right_xray(root: Path) -> None:
+    """Zero-padded StudyTime, empty ViewPosition, studies before admission, two stays per subject."""
+    facts = FACTS["mimic"]
+    meta = pd.read_csv(facts["dir"] / "cxr" / "mimic-cxr-2.0.0-metadata.csv")
+    assert meta["ViewPosition"].isna().any() and (meta["StudyTime"] < 100000).any()
+    stays = pd.read_csv(facts["dir"] / "ehr" / "root" / "all_stays.csv")
+    got = select_cxr(meta, stays, 48.0, ("AP",))
+    assert dict(zip(got.stay_id, got.dicom_id, strict=True)) == facts["expected_dicom"]
+    listfile = (facts["dir"] / "ehr" / "phenotyping" / "train_listfile.csv").read_text().splitlines()
+    assert listfile[2].split(",")[1] == "30.516666"  # period_length to 6 decimals, as mimic3-benchmarks
+
+
+def test_mimic_normalizer_pickle(root: Path) -> None:
+    """MedFuse's normaliser (a protocol-2 pickle over 76 channels) replaces the training statistics."""
+    a = MIMICDataset(MIMICOptions(image_size=16, normalizer=fx.MIMIC_NORMALIZER), str(root))
+    _, sp = a.load()
+    hr = Discretizer().header.index("Heart Rate")
+    values, lengths = sp["train"].inputs["tabular"]["values"], sp["train"].inputs["tabular"]["lengths"]
+    # every stay's last row (at period_length) has heart rate 101: (101 - 80) / 7 = 3 in the last bin;
+    # k % 4 == 0 lasts 60 h, so its last row lies past the 48 h cap
+    last = [values[i, lengths[i] - 1, hr].item() for i in range(16) if i % 4]
+    assert last == pytest.approx([3.0] * 12)
+
+
+def test_mimic_gzipped_metadata(root: Path, tmp_path: Path) -> None:
+    """PhysioNet ships ``mimic-cxr-2.0.0-metadata.csv.gz``: read as the unzipped file."""
+    import gzip
+    import shutil
+
+    shutil.copytree(root / "mimic", tmp_path / "mimic")
+    plain = tmp_path / "mimic" / "cxr" / "mimic-cxr-2.0.0-metadata.csv"
+    with open(plain, "rb") as src, gzip.open(plain.with_suffix(".csv.gz"), "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    plain.unlink()
+    a = MIMICDataset(MIMICOptions(image_size=16), str(tmp_path))
+    assert a.metadata().name == "mimic-cxr-2.0.0-metadata.csv.gz" and a.available()
+    _, gz = a.load()
+    _, ref = MIMICDataset(MIMICOptions(image_size=16), str(root)).load()
+    for s in ("train", "val", "test"):
+        assert torch.equal(gz[s].natural_present, ref[s].natural_present)
+        assert torch.equal(gz[s].inputs["image"]["pixels"], ref[s].inputs["image"]["pixels"])
+    assert "cxr/mimic-cxr-2.0.0-metadata.csv.gz" in a.fingerprint()["files"]
 
 
 def test_mimic_malformed_is_one_line(root: Path, tmp_path: Path) -> None:
@@ -367,8 +484,83 @@ def test_cache_reuse_and_key(root: Path) -> None:
     k1 = cache_key("csv", a.options, root / "csv-example")
     assert k1 == cache_key("csv", csv_adapter(root, image_size=8).options, root / "csv-example")
     info, splits, meta = read_cache(Path(first["cache"]))
-    assert meta["version"] == 1 and not Path(f"{first['cache']}.tmp-{os.getpid()}").exists()
+    assert meta["version"] == 2 and not Path(f"{first['cache']}.tmp-{os.getpid()}").exists()
     assert prepare_report(a, progress=False).count("\n") > 5
+    # the adapter's version is part of the key: a behaviour change never reuses an older cache
+    assert cache_key("csv", a.options, root / "csv-example", 2) != k1
+
+
+def test_changed_data_rebuilds_the_cache(root: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Data regenerated in place (same folder, same card) is noticed by the fingerprint, not served stale."""
+    import shutil
+
+    shutil.copytree(root / "csv-example", tmp_path / "csv-example")
+    a = csv_adapter(tmp_path, image_size=8)
+    first = a.prepare()
+    assert not first["reused_cache"] and first["rebuilt_because"] is None
+    fp = a.fingerprint()
+    assert fp == first["fingerprint"] and fp["files"]["samples.csv"]["size"] > 0
+    assert fp["image_counts"]["./"] == 30 + 1  # 29 image files left + the table under the image root ""
+    unchanged = csv_adapter(tmp_path, image_size=8).prepare()
+    assert unchanged["reused_cache"] and unchanged["rebuilt_because"] is None
+    # regenerate the table in place: row s10 moves from train to test
+    table = tmp_path / "csv-example" / "samples.csv"
+    lines = table.read_text().splitlines()
+    row = next(i for i, ln in enumerate(lines) if ln.startswith("s10,"))
+    lines[row] = lines[row].replace(",train,", ",test,")
+    size = table.stat().st_size
+    table.write_text("\n".join(lines) + "\n")
+    changed = csv_adapter(tmp_path, image_size=8).prepare()
+    assert not changed["reused_cache"] and changed["rebuilt_because"] == f"samples.csv {size} -> {size - 1} bytes"
+    before, after = first["splits"], changed["splits"]
+    assert (after["train"]["n"], after["test"]["n"]) == (before["train"]["n"] - 1, before["test"]["n"] + 1)
+    assert changed["cache"] == first["cache"]  # rebuilt in place, no second copy
+    text = prepare_report(csv_adapter(tmp_path, image_size=8), progress=False)
+    assert "already built" in text  # the rebuilt cache is current again
+    st = table.stat()  # rewritten with the same size: the modification time tells
+    os.utime(table, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    text = prepare_report(csv_adapter(tmp_path, image_size=8), progress=False)
+    assert "(rebuilt: the data changed since it was built: samples.csv modified)" in text
+    # an image file added: a run's load rebuilds and says so in one warning line
+    (tmp_path / "csv-example" / "images" / "extra.png").write_bytes(b"x")
+    with caplog.at_level("WARNING", logger="mmbench.data"):
+        csv_adapter(tmp_path, image_size=8).load()
+    [msg] = [r.getMessage() for r in caplog.records]
+    assert "changed since its cache was built (./ 31 -> 32 files)" in msg and "\n" not in msg
+    # generated data have no fingerprint
+    from mmbench.data.synthetic import SyntheticDataset, SyntheticOptions
+
+    assert SyntheticDataset(SyntheticOptions(n_samples=20, image_size=8)).fingerprint() is None
+
+
+def test_prepare_names_missing_files_and_the_card(root: Path) -> None:
+    rep = csv_adapter(root, image_size=8).prepare()
+    # train holds s0 (empty path), s1 (0 bytes), s2 (not an image); val holds s3 (missing file)
+    assert rep["missing_files"]["train"]["count"] == 3 and rep["missing_files"]["train"]["no_file"] == 1
+    text = prepare_report(csv_adapter(root, image_size=8), progress=False, name="my-lesions")
+    assert text.lstrip().startswith("my-lesions (adapter csv): multiclass, 3 classes")
+    assert ("absent: train: 3 image(s) naturally absent: 1 row(s) without a file (no file given); "
+            "images/img_001.png (empty file (0 bytes)), images/img_002.png (not a readable image)") in text
+    assert "absent: val: 1 image(s) naturally absent: images/does_not_exist.png (not found)" in text
+    # the first few per split, then a count
+    m = MissingFiles(keep=2)
+    m.record("test", ["a.png", None, "b.png", "c.png", "d.png"], np.array([False, False, False, False, True]))
+    [line] = missing_lines(m.report())
+    assert line == ("test: 4 image(s) naturally absent: 1 row(s) without a file (no file given); "
+                    "a.png (not found), b.png (not found) and 1 more file(s)")
+
+
+def test_never_readable_modality_is_an_error(root: Path) -> None:
+    """A wrong image_root makes every image absent: one line naming the column and the first path."""
+    with pytest.raises(DataError) as exc:
+        csv_adapter(root, image_size=8, image_root="wrong").load()
+    msg = str(exc.value)
+    assert "\n" not in msg and "no image of the 29 rows could be read" in msg
+    assert "column 'path'" in msg and f"first: {root / 'csv-example' / 'wrong' / 'images' / 'img_001.png'} (not found)" in msg
+    assert not (Path(csv_adapter(root, image_size=8, image_root="wrong").cache_path()) / "meta.json").exists()
+    with pytest.raises(DataError, match=r"no row of .* has an observed tabular cell \(sex, site, age"):
+        csv_adapter(root, image_size=8, categorical=("sex", "site"), continuous=("age",), missing_values=(
+            "", "F", "M", "arm", "leg", "face", *(f"{20.0 + i}" for i in range(30)))).load()
 
 
 def test_prepare_report_on_generated_data() -> None:
@@ -472,7 +664,7 @@ def test_cli_prepare_and_missing_dataset_error(root: Path, tmp_path: Path, monke
         main()
     assert exc.value.code in (0, None)
     out = capsys.readouterr().out
-    assert "pad_ufes: multiclass, 6 classes" in out and "train" in out
+    assert "pad-ufes-20 (adapter pad_ufes): multiclass, 6 classes" in out and "train" in out
 
 
 E2E = {
@@ -508,3 +700,8 @@ def test_end_to_end_run(root: Path, tmp_path: Path, dataset: str, method: str) -
     res = CliRunner().invoke(app, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
     assert f"ok {method} on {dataset}" in res.output
+    import json
+
+    [record] = [json.loads(f.read_text()) for f in (tmp_path / "results" / dataset / method).glob("*.json")]
+    fp = record["data_fingerprint"]  # the fingerprint of the data the run was trained on
+    assert set(fp) == {"files", "image_counts", "digest"} and any(v is not None for v in fp["files"].values())

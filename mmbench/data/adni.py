@@ -65,6 +65,14 @@ class ADNIDataset(FileDataset):
         """The three split files."""
         return [self.dataset_dir() / f for f in self.options.files]
 
+    def fingerprint_inputs(self) -> tuple[list[Path], list[tuple[Path, tuple[str, ...]]]]:
+        """The three HDF5 files (they hold the volumes too)."""
+        return self.paths(), []
+
+    def image_source(self) -> str:
+        """The volume dataset inside each group."""
+        return f"dataset {self.options.volume!r} of each image group in {[str(p) for p in self.paths()]}"
+
     def check_layout(self) -> None:
         """The three files exist and hold DAFT-style groups."""
         h5py = require("h5py", "reading ADNI HDF5 files")
@@ -185,6 +193,7 @@ class ADNIDataset(FileDataset):
                 groups=groups,
                 progress=progress,
                 normalize="dataset",
+                describe_source=lambda key: f"{o.files[key[0]]}:{key[1]}/{o.volume}",
             )
         finally:
             for h in handles:

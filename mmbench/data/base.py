@@ -116,6 +116,11 @@ class DatasetAdapter(ABC):
     def load(self) -> tuple[DataInfo, dict[str, Split]]:
         """Return the dataset's info and its ``train``/``val``/``test`` splits."""
 
+    def fingerprint(self) -> dict[str, Any] | None:
+        """A cheap fingerprint of the input files (sizes, modification times, image counts), or None for
+        generated data; file-backed adapters key their cache on it and runs record it."""
+        return None
+
     def ceiling(self) -> dict[str, float] | None:
         """Best achievable primary metric per missing pattern, where the generative model is known."""
         return None

@@ -3,10 +3,16 @@
 ``mmbench prepare DATASET`` (or the first run) checks the layout, decodes every image and table
 row into fixed-size arrays and writes them as ``.npy`` files under
 ``$MMBENCH_CACHE/<adapter>-<key>/`` (default ``~/.cache/mmbench``), where ``key`` hashes the
-card's data part (adapter name + options), the dataset folder and :data:`CACHE_VERSION`. Runs
-memory-map the arrays (``mmap_mode="c"``), so a batch is one vectorised gather from the page cache.
-A cache is written into a temporary folder and renamed into place when complete, so an
-interrupted ``prepare`` never leaves a half cache behind.
+card's data part (adapter name, its ``version`` and options), the dataset folder and
+:data:`CACHE_VERSION`. Runs memory-map the arrays (``mmap_mode="c"``), so a batch is one
+vectorised gather from the page cache. A cache is written into a temporary folder and renamed into
+place when complete, so an interrupted ``prepare`` never leaves a half cache behind.
+
+A cache also stores the **fingerprint** of the data it was decoded from (:func:`data_fingerprint`:
+size and modification time of each table / index file, and the number of image files in each
+image folder; no file is hashed). Every load compares it with the folder as it is now and rebuilds
+the cache, saying so in one line, when they differ, so data regenerated in place is never served
+from a stale cache. Runs record the fingerprint (``data_fingerprint``).
 """
 
 from __future__ import annotations
@@ -14,9 +20,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
 import shutil
 from abc import abstractmethod
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +35,11 @@ import torch
 from ..errors import DataError
 from .base import SPLITS, DataInfo, DatasetAdapter, Split, TabularSchema
 from .batch import MODALITIES
-from .io import Progress, no_progress
+from .io import Progress, count_files, no_progress, why_unreadable
 
-CACHE_VERSION = 1
+#: 2: meta.json carries the data fingerprint and the naturally missing files; the key the adapter version
+CACHE_VERSION = 2
+log = logging.getLogger("mmbench.data")
 #: arrays at least this large are memory-mapped instead of read into memory
 MMAP_BYTES = 64 * 1024 * 1024
 
@@ -53,16 +63,118 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def cache_key(adapter: str, options: Any, source: Path) -> str:
-    """16 hex digits of sha256 over (adapter, options, resolved dataset folder, cache version)."""
+def cache_key(adapter: str, options: Any, source: Path, adapter_version: int = 1) -> str:
+    """16 hex digits of sha256 over (adapter and its version, options, resolved dataset folder, cache
+    version). The data themselves are checked by their fingerprint, stored inside the cache."""
     payload = {
         "adapter": adapter,
+        "adapter_version": adapter_version,
         "options": plain(options),
         "source": str(Path(source).resolve()),
         "version": CACHE_VERSION,
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _stamp(path: Path) -> dict[str, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return Path(path).relative_to(base).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def data_fingerprint(
+    base: Path, files: Sequence[Path], image_dirs: Sequence[tuple[Path, tuple[str, ...]]]
+) -> dict[str, Any]:
+    """A cheap fingerprint of a dataset folder: no file content is read.
+
+    ``files`` (tables, index and list files) -> size and ``mtime_ns`` (None when absent);
+    ``image_dirs`` (folder, name suffixes; empty = every file) -> number of files found under it.
+    Paths are written relative to ``base``; ``digest`` is 16 hex digits of sha256 over the rest.
+    """
+    fp: dict[str, Any] = {
+        "files": {_relative(f, base): _stamp(Path(f)) for f in files},
+        "image_counts": {_relative(d, base) + "/": count_files(Path(d), tuple(suf)) for d, suf in image_dirs},
+    }
+    text = json.dumps(fp, sort_keys=True, separators=(",", ":"))
+    fp["digest"] = hashlib.sha256(text.encode()).hexdigest()[:16]
+    return fp
+
+
+def fingerprint_changes(old: dict[str, Any] | None, new: dict[str, Any]) -> list[str]:
+    """What differs between two fingerprints, one short phrase per file or folder ([] if nothing)."""
+    if not old or "files" not in old:
+        return ["the cache holds no fingerprint"]
+    out = []
+    for name in sorted(set(old["files"]) | set(new["files"])):
+        a, b = old["files"].get(name), new["files"].get(name)
+        if a == b:
+            continue
+        if a is None:
+            out.append(f"{name} appeared")
+        elif b is None:
+            out.append(f"{name} is gone")
+        elif a["size"] != b["size"]:
+            out.append(f"{name} {a['size']} -> {b['size']} bytes")
+        else:
+            out.append(f"{name} modified")
+    counts_old, counts_new = old.get("image_counts", {}), new.get("image_counts", {})
+    for name in sorted(set(counts_old) | set(counts_new)):
+        a, b = counts_old.get(name), counts_new.get(name)
+        if a != b:
+            out.append(f"{name} {a} -> {b} files")
+    return out
+
+
+class MissingFiles:
+    """The naturally absent images of a decode: per split, how many, and the first few with the reason."""
+
+    def __init__(self, keep: int = 5) -> None:
+        self.keep = keep
+        self.splits: dict[str, dict[str, Any]] = {}
+
+    def record(
+        self,
+        split: str,
+        sources: Sequence[Any],
+        ok: np.ndarray,
+        no_file: str = "no file given",
+        describe: Callable[[Any], str] = str,
+    ) -> None:
+        """Note the rows of ``sources`` that did not decode (``ok`` False); ``no_file`` says why a row
+        has no source at all (e.g. "no qualifying X-ray")."""
+        entry = self.splits.setdefault(split, {"count": 0, "no_file": 0, "no_file_reason": no_file, "first": []})
+        for i in np.flatnonzero(~np.asarray(ok, dtype=bool)):
+            src = sources[i]
+            entry["count"] += 1
+            if src is None or str(src).strip() == "":
+                entry["no_file"] += 1
+            elif len(entry["first"]) < self.keep:
+                entry["first"].append([describe(src), why_unreadable(src)])
+
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Per split: ``count``, ``no_file`` (rows without a source) and its reason, ``first`` [[file, why]]."""
+        return {s: dict(v) for s, v in self.splits.items() if v["count"]}
+
+    def first(self) -> str:
+        """The first absent file and why (or why rows have no file), for a one-line error."""
+        for s in SPLITS:
+            if self.splits.get(s, {}).get("first"):
+                path, why = self.splits[s]["first"][0]
+                return f"{path} ({why})"
+        for s in SPLITS:
+            if self.splits.get(s, {}).get("no_file"):
+                return f"no file for any row ({self.splits[s]['no_file_reason']})"
+        return "no file"
 
 
 def _file(split: str, name: str) -> str:
@@ -79,6 +191,7 @@ class CacheWriter:
             shutil.rmtree(self.tmp)
         self.tmp.mkdir(parents=True)
         self.names: list[str] = []
+        self.missing = MissingFiles()
 
     def empty(self, split: str, name: str, shape: tuple[int, ...], dtype: Any) -> np.ndarray:
         """A zero-initialised writable memory map for a large array (images)."""
@@ -151,6 +264,7 @@ def read_cache(path: Path) -> tuple[DataInfo, dict[str, Split], dict[str, Any]]:
             extra={
                 "cache": str(path),
                 "natural_missing": meta.get("report", {}).get(split, {}).get("natural_missing", {}),
+                "data_fingerprint": meta.get("fingerprint"),
             },
         )
     return info, splits, meta
@@ -185,6 +299,8 @@ class FileDataset(DatasetAdapter):
 
     #: official source / instructions, appended to every "not found" error
     source: str = ""
+    #: set by :meth:`build`: what changed in the data when it rebuilt a stale cache, else None
+    rebuilt_because: str | None = None
 
     def dataset_dir(self) -> Path:
         """``options.dir`` if absolute, else ``<data root>/<options.dir>``."""
@@ -227,14 +343,30 @@ class FileDataset(DatasetAdapter):
     @abstractmethod
     def decode(self, writer: CacheWriter, progress: Progress) -> dict[str, Any]:
         """Decode everything into ``writer``; return meta: ``info`` (DataInfo), ``image_mean``/``image_std``,
-        ``report`` (per split: :func:`split_report`), optional ``notes`` (list of lines)."""
+        ``report`` (per split: :func:`split_report`), optional ``notes`` (list of lines). Unreadable
+        images are noted with ``writer.missing.record`` (``prepare`` names them)."""
+
+    @abstractmethod
+    def fingerprint_inputs(self) -> tuple[list[Path], list[tuple[Path, tuple[str, ...]]]]:
+        """(tables / index files, [(image folder, file-name suffixes counted)]) of :meth:`fingerprint`."""
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The data's fingerprint as the folder is now (:func:`data_fingerprint`; cheap, no hashing)."""
+        files, image_dirs = self.fingerprint_inputs()
+        return data_fingerprint(self.dataset_dir(), files, image_dirs)
+
+    def image_source(self) -> str:
+        """Where the images come from (column / file and folder), for the "no image readable" error."""
+        return f"the image files under {self.dataset_dir()}"
+
+    def expects_image(self) -> bool:
+        """Whether the card asks for an image modality (the ``csv`` adapter's may have none)."""
+        return True
 
     def cache_path(self) -> Path:
         """Folder of this dataset's cache."""
-        return (
-            cache_root()
-            / f"{self.adapter_name}-{cache_key(self.adapter_name, self.options, self.dataset_dir())}"
-        )
+        key = cache_key(self.adapter_name, self.options, self.dataset_dir(), getattr(type(self), "version", 1))
+        return cache_root() / f"{self.adapter_name}-{key}"
 
     def available(self) -> bool:
         """Whether the layout is found under the data root."""
@@ -244,22 +376,82 @@ class FileDataset(DatasetAdapter):
             return False
         return True
 
-    def build(self, progress: Progress = no_progress, force: bool = False) -> Path:
-        """Check the layout and write the cache unless a complete one exists (or ``force``)."""
+    def _stale(self, path: Path, current: dict[str, Any]) -> str | None:
+        """None if ``path`` holds a complete cache of the data as they are now, else why not ("" if absent)."""
+        try:
+            meta = json.loads((path / "meta.json").read_text())
+        except (OSError, ValueError):
+            return ""
+        if (meta.get("fingerprint") or {}).get("digest") == current["digest"]:
+            return None
+        changes = fingerprint_changes(meta.get("fingerprint"), current)
+        shown = "; ".join(changes[:3]) + (f"; and {len(changes) - 3} more" if len(changes) > 3 else "")
+        return shown or "fingerprint differs"
+
+    def check_readable(self, meta: dict[str, Any], missing: MissingFiles) -> None:
+        """A one-line :class:`DataError` when a modality the card asks for is absent in every row of
+        every split (e.g. a wrong ``image_root``): training on it would silently be unimodal."""
+        report = meta.get("report", {})
+        n = sum(int(r.get("n", 0)) for r in report.values())
+        info: DataInfo = meta["info"]
+        tab = info.tabular
+        expects = {
+            "image": self.expects_image(),
+            "tabular": info.tabular_kind == "timeseries" or (tab is not None and (tab.cat_cardinalities or tab.n_num)),
+        }
+        for m in MODALITIES:
+            absent = sum(int(r.get("natural_missing", {}).get(m, 0)) for r in report.values())
+            if n == 0 or absent < n or not expects[m]:
+                continue
+            if m == "image":
+                raise DataError(
+                    f"{self.adapter_name}: no image of the {n} rows could be read, from {self.image_source()}; "
+                    f"first: {missing.first()}; check the card's image options and the dataset folder"
+                )
+            raise DataError(
+                f"{self.adapter_name}: no row of {self.dataset_dir()} has an observed {m} cell "
+                f"({', '.join((tab.cat_names + tab.num_names)[:5]) if tab else m}); check the card's feature columns"
+            )
+
+    def build(self, progress: Progress = no_progress, force: bool = False, announce: bool = True) -> Path:
+        """Check the layout and write the cache unless a complete one of the same data exists (or ``force``).
+
+        A cache whose fingerprint differs from the folder's is rebuilt; :attr:`rebuilt_because` then
+        says what changed, and with ``announce`` one warning line says so (``prepare`` reports it instead).
+        """
         from filelock import FileLock
 
+        self.rebuilt_because = None
         path = self.cache_path()
-        if (path / "meta.json").is_file() and not force:
+        current = self.fingerprint()
+        stale = None if force else self._stale(path, current)
+        if stale is None and not force:
             return path
         self.check_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(path) + ".lock"):  # parallel runs of a grid wait for one decoder
-            if (path / "meta.json").is_file() and not force:
+            stale = None if force else self._stale(path, current)
+            if stale is None and not force:
                 return path
+            if stale:
+                self.rebuilt_because = stale
+                if announce:
+                    log.warning(
+                        "%s: the data under %s changed since its cache was built (%s); rebuilding %s",
+                        self.adapter_name, self.dataset_dir(), stale, path,
+                    )
             writer = CacheWriter(path)
             try:
                 meta = self.decode(writer, progress)
-                meta = dict(meta, adapter=self.adapter_name, options=self.options, source=self.dataset_dir())
+                self.check_readable(meta, writer.missing)
+                meta = dict(
+                    meta,
+                    adapter=self.adapter_name,
+                    options=self.options,
+                    source=self.dataset_dir(),
+                    fingerprint=self.fingerprint(),  # after decode: a raw build may have written index files
+                    missing_files=writer.missing.report(),
+                )
                 writer.commit(meta)
             except DataError:
                 writer.abort()
@@ -276,23 +468,28 @@ class FileDataset(DatasetAdapter):
         return path
 
     def load(self) -> tuple[DataInfo, dict[str, Split]]:
-        """The cached splits (decoding first if there is no cache yet)."""
+        """The cached splits (decoding first if there is no cache of the data as they are now)."""
         info, splits, _ = read_cache(self.build())
         return info, splits
 
     def prepare(self, progress: Progress = no_progress, force: bool = False) -> dict[str, Any]:
         """``mmbench prepare``: check, decode into the cache, return the report (counts and missingness)."""
-        existed = (self.cache_path() / "meta.json").is_file() and not force
-        path = self.build(progress, force=force)
+        path = self.cache_path()
+        existed = (path / "meta.json").is_file() and not force
+        path = self.build(progress, force=force, announce=False)
         info, _, meta = read_cache(path)
         return {
             "dataset": self.adapter_name,
+            "adapter": self.adapter_name,
             "dir": str(self.dataset_dir()),
             "cache": str(path),
-            "reused_cache": existed,
+            "reused_cache": existed and self.rebuilt_because is None,
+            "rebuilt_because": self.rebuilt_because,
+            "fingerprint": meta.get("fingerprint"),
             "task": info.task,
             "num_classes": info.num_classes,
             "image_shape": list(info.image_shape),
             "splits": meta.get("report", {}),
+            "missing_files": meta.get("missing_files", {}),
             "notes": meta.get("notes", []),
         }

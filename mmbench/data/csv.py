@@ -84,6 +84,23 @@ class CSVDataset(FileDataset):
         """The table file."""
         return self.dataset_dir() / self.options.table
 
+    def fingerprint_inputs(self) -> tuple[list[Path], list[tuple[Path, tuple[str, ...]]]]:
+        """The table, and the number of files under the image root."""
+        o = self.options
+        dirs = [(self.dataset_dir() / o.image_root, ())] if o.image_column else []
+        return [self.table_path()], dirs
+
+    def image_source(self) -> str:
+        """The image column and the folder its paths are relative to."""
+        return (
+            f"column {self.options.image_column!r} of {self.table_path()} "
+            f"(paths relative to {self.dataset_dir() / self.options.image_root})"
+        )
+
+    def expects_image(self) -> bool:
+        """A card without ``image_column`` has no image modality."""
+        return self.options.image_column is not None
+
     def check_layout(self) -> None:
         """The table exists and names every column the card uses."""
         self.require_file(self.table_path(), "options.table under options.dir")

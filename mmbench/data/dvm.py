@@ -9,13 +9,26 @@ derived from MMCL) writes to ``<data root>/<dir>/features/``:
   (image paths; re-rooted under ``<dir>/resized_DVM/`` when they point elsewhere);
 * ``tabular_lengths_all_views_physical_reordered.pt`` (cardinalities; 1 for continuous columns).
 
+MMCL's notebook stops one step earlier: ``..._physical_jittered_50.csv`` with
+``tabular_lengths_all_views_physical.pt``, continuous columns first. Those files are read too (by
+default when the ``_reordered`` ones are absent): the columns are put categorical-first by TIP's
+own rule (columns of cardinality > 1 first, each group in file order), which gives exactly TIP's
+``_reordered`` files.
+
 With only the raw release (``tables_V2.0/`` + ``resized_DVM/``), ``mmbench prepare dvm`` first
-performs TIP's documented joins, filters and splits (:func:`build_features`) and writes those files.
+performs TIP's documented joins, filters and splits (:func:`build_features`) and writes those files,
+plus ``mmbench_build.json`` recording the build settings (a later card with other settings rebuilds
+them). The four physical attributes are z-scored with the training split's mean and standard
+deviation (``physical_scaling: train``, the default); TIP z-scores each split with its own
+statistics (``physical_scaling: split``), so its test rows use test statistics. TIP's own
+``features/`` files are always per split, whatever the option (``prepare`` says so).
 Images are resized to 128 x 128 (TIP). There is no natural missingness: every advert has both.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 from functools import partial
 from pathlib import Path
@@ -47,15 +60,43 @@ BASE_CONTINUOUS = (
 )
 PHYSICAL = ("Wheelbase", "Length", "Width", "Height")  # TIP's jitter order
 CONTINUOUS = ("Wheelbase", "Height", "Width", "Length", *BASE_CONTINUOUS)  # column order of the table
+#: written next to the features files that mmbench builds: the settings they were built with
+BUILD_MARKER = "mmbench_build.json"
+RAW_TABLES = ("Ad_table.csv", "Image_table.csv", "Price_table.csv", "Ad_table (extra).csv")
+log = logging.getLogger("mmbench.data")
 
 
-def features_files(o: DVMOptions, split: str) -> tuple[str, str, str]:
+def features_files(o: DVMOptions, split: str, tabular_version: str | None = None) -> tuple[str, str, str]:
     """(features CSV, labels .pt, paths .pt) file names of one split."""
     return (
-        f"dvm_features_{split}_noOH_{o.views}_{o.tabular_version}.csv",
+        f"dvm_features_{split}_noOH_{o.views}_{tabular_version or o.tabular_version}.csv",
         f"labels_model_all_{split}_{o.views}.pt",
         f"{split}_paths_{o.views}.pt",
     )
+
+
+def build_settings(o: DVMOptions) -> dict[str, Any]:
+    """The options a raw build depends on (stored in :data:`BUILD_MARKER`)."""
+    return {"min_adverts": o.min_adverts, "seed": o.seed, "physical_scaling": o.physical_scaling,
+            "image_dir": o.image_dir}
+
+
+def categorical_first(lengths: list[int]) -> list[int]:
+    """TIP's reordering (``create_dvm_dataset.ipynb``): columns of cardinality > 1, then the others,
+    each group in file order. The identity for TIP's ``_reordered`` files."""
+    return [j for j, v in enumerate(lengths) if v > 1] + [j for j, v in enumerate(lengths) if v <= 1]
+
+
+def scale_physical(parts: dict[str, pd.DataFrame], mode: str) -> None:
+    """z-score the physical columns of every split in place, with the training split's mean and sample
+    std (``"train"``) or each split's own (``"split"``, TIP); a zero or undefined std counts as 1."""
+    attrs = ("Wheelbase", "Height", "Width", "Length")
+    ref = {a: (parts["train"][a].mean(), parts["train"][a].std()) for a in attrs}
+    for df in parts.values():
+        for a in attrs:
+            mean, std = ref[a] if mode == "train" else (df[a].mean(), df[a].std())
+            std = std if np.isfinite(std) and std > 0 else 1.0
+            df[a] = (df[a] - mean) / std
 
 
 def image_path(base: Path, image_dir: str, image_name: str) -> Path:
@@ -87,7 +128,8 @@ def build_features(base: Path, o: DVMOptions, progress: Progress | None = None) 
     of appearance; 50 % test then 20 % of the rest for validation, both stratified by model with
     ``random_state=seed``; physical dimensions from ``Ad_table (extra).csv`` (gaps filled from
     another advert of the same model, TIP's two manual wheelbase fixes, uniform integer jitter
-    +-50 from ``random.seed(seed)``), z-scored per split as TIP does. Returns notes.
+    +-50 from ``random.seed(seed)``), z-scored by :func:`scale_physical` (``physical_scaling``).
+    Writes :data:`BUILD_MARKER` with :func:`build_settings`. Returns notes.
     """
     from sklearn.model_selection import train_test_split
 
@@ -148,6 +190,7 @@ def build_features(base: Path, o: DVMOptions, progress: Progress | None = None) 
     feats.mkdir(parents=True, exist_ok=True)
     lengths_cat = [int(data[c].max()) + 1 for c in CATEGORICAL]
     notes = []
+    parts: dict[str, pd.DataFrame] = {}
     for split, split_ids in zip(SPLITS, (train_ids, val_ids, test_ids), strict=False):
         part = data.set_index("Adv_ID").loc[split_ids].reset_index()
         merged = part.merge(physical, on="Adv_ID", how="inner")
@@ -162,7 +205,9 @@ def build_features(base: Path, o: DVMOptions, progress: Progress | None = None) 
                     f"{tables / 'Ad_table (extra).csv'}: {attr} is missing for a model with no "
                     "other advert to fill it from"
                 )
-            merged[attr] = (merged[attr] - merged[attr].mean()) / merged[attr].std()
+        parts[split] = merged
+    scale_physical(parts, o.physical_scaling)
+    for split, merged in parts.items():
         out = merged[list(CATEGORICAL) + list(CONTINUOUS)]
         csv_name, labels_name, paths_name = features_files(o, split)
         out.to_csv(feats / csv_name, index=False, header=False)
@@ -170,44 +215,90 @@ def build_features(base: Path, o: DVMOptions, progress: Progress | None = None) 
         torch.save([str(image_path(base, o.image_dir, n)) for n in merged["Image_name"]], feats / paths_name)
         notes.append(f"{split}: {len(merged)} adverts")
     torch.save(lengths_cat + [1] * len(CONTINUOUS), feats / o.lengths_file)
+    (feats / BUILD_MARKER).write_text(json.dumps(build_settings(o), sort_keys=True))
     notes.append(
-        f"built features/ from tables_V2.0 ({len(mapping)} car models with >= {o.min_adverts} adverts)"
+        f"built features/ from tables_V2.0 ({len(mapping)} car models with >= {o.min_adverts} adverts, "
+        f"physical attributes z-scored {'with training statistics' if o.physical_scaling == 'train' else 'per split'})"
     )
     return notes
 
 
 @register_dataset("dvm")
 class DVMDataset(FileDataset):
-    """DVM-CAR as preprocessed by TIP/MMCL (see the module docstring)."""
+    """DVM-CAR as preprocessed by TIP or MMCL (see the module docstring)."""
 
     Options = DVMOptions
     options: DVMOptions
+    #: 2: MMCL's column order accepted; physical attributes of a raw build scaled with training statistics
+    version = 2
     source = (
         "https://deepvisualmarketing.github.io (DVM-CAR: tables_V2.0 and resized_DVM), then TIP's "
         "data/create_dvm_dataset.ipynb (github.com/siyi-wind/TIP) or `mmbench prepare dvm`"
     )
 
-    def has_features(self) -> bool:
-        """Whether TIP's ``features/`` files are present."""
-        feats = self.dataset_dir() / self.options.features_dir
+    def features(self) -> Path:
+        """The ``features/`` folder."""
+        return self.dataset_dir() / self.options.features_dir
+
+    def _complete(self, tabular_version: str, lengths_file: str) -> bool:
+        feats = self.features()
         return (
-            all((feats / f).is_file() for s in SPLITS for f in features_files(self.options, s))
-            and (feats / self.options.lengths_file).is_file()
+            all((feats / f).is_file() for s in SPLITS for f in features_files(self.options, s, tabular_version))
+            and (feats / lengths_file).is_file()
         )
+
+    def variant(self) -> tuple[str, str]:
+        """(tabular_version, lengths_file) to read: the card's, or MMCL's un-reordered files when only
+        those exist (``..._reordered`` -> ``...``)."""
+        o = self.options
+        mine = (o.tabular_version, o.lengths_file)
+        alt = (o.tabular_version.replace("_reordered", ""), o.lengths_file.replace("_reordered", ""))
+        if alt != mine and not self._complete(*mine) and self._complete(*alt):
+            return alt
+        return mine
+
+    def has_features(self) -> bool:
+        """Whether TIP's (or MMCL's) ``features/`` files are present."""
+        return self._complete(*self.variant())
 
     def has_raw(self) -> bool:
         """Whether the raw release (tables + images) is present."""
         t = self.dataset_dir() / "tables_V2.0"
-        return all(
-            (t / f).is_file()
-            for f in ("Ad_table.csv", "Image_table.csv", "Price_table.csv", "Ad_table (extra).csv")
+        return all((t / f).is_file() for f in RAW_TABLES)
+
+    def built_with(self) -> dict[str, Any] | None:
+        """The settings mmbench built ``features/`` with (None: not built by mmbench, e.g. TIP's files)."""
+        try:
+            return json.loads((self.features() / BUILD_MARKER).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def fingerprint_inputs(self) -> tuple[list[Path], list[tuple[Path, tuple[str, ...]]]]:
+        """The features files (TIP's and MMCL's names), the build marker, the raw tables, and the number
+        of files under ``resized_DVM/``."""
+        o, feats = self.options, self.features()
+        files: list[Path] = []
+        versions = dict.fromkeys([(o.tabular_version, o.lengths_file),
+                                  (o.tabular_version.replace("_reordered", ""),
+                                   o.lengths_file.replace("_reordered", ""))])
+        for version, lengths in versions:
+            files += [feats / f for s in SPLITS for f in features_files(o, s, version)] + [feats / lengths]
+        files = list(dict.fromkeys(files)) + [feats / BUILD_MARKER]
+        files += [self.dataset_dir() / "tables_V2.0" / f for f in RAW_TABLES]
+        return files, [(self.dataset_dir() / o.image_dir, ())]
+
+    def image_source(self) -> str:
+        """The paths lists and the image folder they are re-rooted under."""
+        return (
+            f"the image paths of {self.features() / features_files(self.options, 'train')[2]} and the other "
+            f"splits (re-rooted under {self.dataset_dir() / self.options.image_dir} when not found)"
         )
 
     def check_layout(self) -> None:
         """TIP's ``features/`` files, or the raw ``tables_V2.0/`` they are built from."""
         if self.has_features() or self.has_raw():
             return
-        feats = self.dataset_dir() / self.options.features_dir
+        feats = self.features()
         for s in SPLITS:
             for f in features_files(self.options, s):
                 if not (feats / f).is_file():
@@ -229,17 +320,44 @@ class DVMDataset(FileDataset):
             return str(self.dataset_dir() / self.options.image_dir / text.split(marker, 1)[1])
         return str(image_path(self.dataset_dir(), self.options.image_dir, path.name))
 
+    def ensure_features(self, progress: Progress) -> list[str]:
+        """Build ``features/`` from the raw tables when absent or built with other settings; notes."""
+        o = self.options
+        built, wanted = self.built_with(), build_settings(o)
+        if not self.has_features():
+            return build_features(self.dataset_dir(), o, progress)
+        if built is not None and built != wanted:
+            diff = ", ".join(f"{k}: {built.get(k)} -> {v}" for k, v in wanted.items() if built.get(k) != v)
+            if not self.has_raw():
+                raise DataError(
+                    f"{self.features()}: built by mmbench with other settings ({diff}) and tables_V2.0/ is "
+                    "absent to rebuild them; set the card's options back or restore the raw tables"
+                )
+            return [f"features/ rebuilt ({diff})", *build_features(self.dataset_dir(), o, progress)]
+        if built is None and o.physical_scaling == "train":
+            note = (
+                f"{self.features()} holds TIP's/MMCL's own files: their physical attributes are z-scored per "
+                "split (physical_scaling: train applies only when mmbench builds features/ from tables_V2.0; "
+                "move features/ away to rebuild)"
+            )
+            log.warning("dvm: %s", note)
+            return [note]
+        return []
+
     def decode(self, writer: CacheWriter, progress: Progress) -> dict[str, Any]:
         """Read TIP's files (building them from the raw tables first if needed) and decode the images."""
         o = self.options
-        notes = [] if self.has_features() else build_features(self.dataset_dir(), o, progress)
-        feats = self.dataset_dir() / o.features_dir
-        lengths = [int(v) for v in _torch_list(feats / o.lengths_file)]
-        n_cat = sum(1 for v in lengths if v > 1)
-        if lengths[:n_cat] != [v for v in lengths if v > 1]:
-            raise DataError(
-                f"{feats / o.lengths_file}: categorical columns must come first (the 'reordered' files)"
+        notes = self.ensure_features(progress)
+        feats = self.features()
+        tabular_version, lengths_file = self.variant()
+        raw_lengths = [int(v) for v in _torch_list(feats / lengths_file)]
+        order = categorical_first(raw_lengths)
+        if order != list(range(len(raw_lengths))):
+            notes.append(
+                f"{lengths_file}: columns put categorical-first by TIP's rule (MMCL's column order)"
             )
+        lengths = [raw_lengths[j] for j in order]
+        n_cat = sum(1 for v in lengths if v > 1)
         n_cols = len(lengths)
         names = (
             (CATEGORICAL + CONTINUOUS)
@@ -257,7 +375,7 @@ class DVMDataset(FileDataset):
         raw: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         num_classes = 0
         for split in SPLITS:
-            csv_name, labels_name, paths_name = features_files(o, split)
+            csv_name, labels_name, paths_name = features_files(o, split, tabular_version)
             table = pd.read_csv(feats / csv_name, header=None)
             labels = np.asarray(_torch_list(feats / labels_name), dtype=np.int64)
             paths = [str(p) for p in _torch_list(feats / paths_name)]
@@ -265,41 +383,38 @@ class DVMDataset(FileDataset):
                 raise DataError(
                     f"{feats / csv_name}: {table.shape[0]} rows x {table.shape[1]} columns, "
                     f"{len(labels)} labels and {len(paths)} paths; expected equal counts and "
-                    f"{n_cols} columns ({o.lengths_file})"
+                    f"{n_cols} columns ({lengths_file})"
                 )
-            raw[split] = (table.to_numpy(), labels, paths)
+            raw[split] = (table.iloc[:, order].to_numpy(dtype=np.float64), labels, paths)
             num_classes = max(num_classes, int(labels.max()) + 1 if len(labels) else 0)
         stats = ChannelStats(3)
         class_names = tuple(str(k) for k in range(num_classes))
         for split in SPLITS:
             values, labels, paths = raw[split]
-            cat = values[:, :n_cat].astype(np.int64)
-            if (cat < 0).any() or (cat >= np.asarray(lengths[:n_cat])).any():
-                raise DataError(
-                    f"{feats / features_files(o, split)[0]}: a categorical code is outside 0..n-1 "
-                    f"of {o.lengths_file}"
-                )
+            codes = values[:, :n_cat]
+            cat = codes.astype(np.int64)
+            where = f"{feats / features_files(o, split, tabular_version)[0]}"
+            if (codes != cat).any() or (cat < 0).any() or (cat >= np.asarray(lengths[:n_cat])).any():
+                raise DataError(f"{where}: a categorical code is not an integer in 0..n-1 of {lengths_file}")
             writer.put(split, "tabular.cat", cat)
             writer.put(split, "tabular.num", values[:, n_cat:].astype(np.float32))
             pixels = writer.empty(split, "image.pixels", (len(labels), *shape), np.uint8)
+            sources = [self.resolve_image(p) for p in paths]
             ok = decode_into(
                 pixels,
-                [self.resolve_image(p) for p in paths],
+                sources,
                 partial(read_image, size=o.image_size, channels=3, resize="stretch"),
                 progress,
                 description=f"{split}: decoding images",
                 stats=stats if split == "train" else None,
             )
+            writer.missing.record(split, sources, ok)
             pixels.flush()
             del pixels
             present = np.stack([ok, np.ones(len(labels), dtype=bool)], axis=1)
             writer.put(split, "y", labels)
             writer.put(split, "natural_present", present)
             report[split] = split_report(labels, present, class_names, False)
-            if (~ok).any():
-                notes.append(
-                    f"{split}: {int((~ok).sum())} image(s) missing or unreadable (image naturally absent)"
-                )
         mean, std = image_stats("imagenet", 3, stats)
         info = DataInfo(
             name="dvm",

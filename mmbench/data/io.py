@@ -54,6 +54,51 @@ def _readable(path: str | os.PathLike | None) -> Path | None:
     return p
 
 
+def why_unreadable(source: object) -> str:
+    """Why a source the reader returned ``None`` for gave no image (for ``prepare``'s report).
+
+    Cheap: one ``stat``; a file that exists and is not empty failed to decode.
+    """
+    if source is None or str(source).strip() == "":
+        return "no file given"
+    if not isinstance(source, (str, os.PathLike)):
+        return "unreadable"
+    p = Path(source)
+    try:
+        if not p.exists():
+            return "not found"
+        if not p.is_file():
+            return "not a file"
+        if p.stat().st_size == 0:
+            return "empty file (0 bytes)"
+    except OSError as exc:
+        return f"cannot be read ({type(exc).__name__})"
+    return "not a readable image"
+
+
+def count_files(root: Path, suffixes: tuple[str, ...] = ()) -> int:
+    """Number of files under ``root`` (recursively) whose lower-cased name ends with one of ``suffixes``
+    (all files when empty); 0 when ``root`` is not a folder. One directory walk, no ``stat`` per file."""
+    n, stack, seen = 0, [str(root)], set()
+    while stack:
+        folder = stack.pop()
+        try:
+            st = os.stat(folder)
+            if (st.st_dev, st.st_ino) in seen:  # a symlink loop
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            entries = os.scandir(folder)
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                if e.is_dir():
+                    stack.append(e.path)
+                elif (not suffixes or e.name.lower().endswith(suffixes)) and e.is_file():
+                    n += 1
+    return n
+
+
 def read_image(
     path: str | os.PathLike | None, size: int, channels: int = 3, resize: ResizeMode = "stretch"
 ) -> np.ndarray | None:

@@ -6,8 +6,8 @@ release produce, under ``<data root>/<dir>/``::
     <ehr_dir>/root/all_stays.csv                          subject_id, stay_id, intime, outtime
     <ehr_dir>/<task_dir>/{train,val,test}_listfile.csv    stay, period_length, stay_id, 25 labels
     <ehr_dir>/<task_dir>/{train,test}/<stay>               episode time series (val episodes in train/)
-    <cxr_dir>/mimic-cxr-2.0.0-metadata.csv                dicom_id, subject_id, ViewPosition,
-                                                          StudyDate, StudyTime
+    <cxr_dir>/mimic-cxr-2.0.0-metadata.csv(.gz)           dicom_id, subject_id, ViewPosition,
+                                                          StudyDate, StudyTime (PhysioNet ships .gz)
     <cxr_dir>/<cxr_images>/**/<dicom_id>.jpg              JPGs (MedFuse's resized/ copy, or files/)
 
 EHR (DrFuse/MedFuse): the first ``hours`` (48) of each stay discretised at ``timestep`` (1 h) into
@@ -240,6 +240,28 @@ class MIMICDataset(FileDataset):
         """The MIMIC-CXR-JPG root."""
         return self.dataset_dir() / self.options.cxr_dir
 
+    def metadata(self) -> Path:
+        """The MIMIC-CXR-JPG metadata table: ``mimic-cxr-2.0.0-metadata.csv``, or the ``.csv.gz`` PhysioNet ships."""
+        plain = self.cxr() / "mimic-cxr-2.0.0-metadata.csv"
+        packed = plain.with_name(plain.name + ".gz")
+        return packed if not plain.is_file() and packed.is_file() else plain
+
+    def fingerprint_inputs(self) -> tuple[list[Path], list[tuple[Path, tuple[str, ...]]]]:
+        """Stays, list files, CXR metadata (either form) and normaliser; numbers of episode files and JPGs."""
+        o = self.options
+        task = self.ehr() / o.task_dir
+        meta = self.cxr() / "mimic-cxr-2.0.0-metadata.csv"
+        files = [self.ehr() / "root" / "all_stays.csv", *(task / f"{s}_listfile.csv" for s in SPLITS),
+                 meta, meta.with_name(meta.name + ".gz")]
+        if o.normalizer:
+            files.append(self.dataset_dir() / o.normalizer)
+        dirs = [(task / "train", ()), (task / "test", ()), (self.cxr() / o.cxr_images, (".jpg",))]
+        return files, dirs
+
+    def image_source(self) -> str:
+        """The metadata the X-rays are selected from and the JPG folder."""
+        return f"the X-rays selected from {self.metadata()} (JPGs under {self.cxr() / self.options.cxr_images})"
+
     def check_layout(self) -> None:
         """The stays table, the three list files, the episode folders and the CXR metadata."""
         o = self.options
@@ -251,7 +273,7 @@ class MIMICDataset(FileDataset):
             )
         for s in ("train", "test"):
             self.require_dir(task / s, "episode time series")
-        self.require_file(self.cxr() / "mimic-cxr-2.0.0-metadata.csv", "MIMIC-CXR-JPG metadata")
+        self.require_file(self.metadata(), "MIMIC-CXR-JPG metadata, or the same file gzipped (.csv.gz)")
         self.require_dir(self.cxr() / o.cxr_images, "the JPGs (MedFuse's resized/ or MIMIC-CXR-JPG files/)")
         if o.normalizer:
             self.require_file(self.dataset_dir() / o.normalizer, "options.normalizer")
@@ -280,7 +302,7 @@ class MIMICDataset(FileDataset):
             self.ehr() / "root" / "all_stays.csv", usecols=["subject_id", "stay_id", "intime", "outtime"]
         )
         meta = pd.read_csv(
-            self.cxr() / "mimic-cxr-2.0.0-metadata.csv",
+            self.metadata(),  # pandas infers gzip from a .gz name
             usecols=["dicom_id", "subject_id", "ViewPosition", "StudyDate", "StudyTime"],
         )
         chosen = select_cxr(meta, stays, o.cxr_window_hours, tuple(o.view_positions))
@@ -348,7 +370,9 @@ class MIMICDataset(FileDataset):
                 arr[i, :n] = normalize_episode(arr[i, :n], disc.continuous, means, stds, o.clip)
             arr.flush()
             writer.put(s, "tabular.lengths", lengths[s])
-            sources = [jpgs.get(dicom_of.get(int(sid), ""), None) for sid in df["stay_id"].astype(np.int64)]
+            chosen_ids = [dicom_of.get(int(sid)) for sid in df["stay_id"].astype(np.int64)]
+            # a selected X-ray whose JPG is not found is named by its expected (flat, MedFuse) path
+            sources = [None if d is None else jpgs.get(d, self.cxr() / o.cxr_images / f"{d}.jpg") for d in chosen_ids]
             pixels = writer.empty(s, "image.pixels", (len(df), *shape), np.uint8)
             ok = decode_into(
                 pixels,
@@ -358,6 +382,11 @@ class MIMICDataset(FileDataset):
                 description=f"{s}: decoding X-rays",
                 stats=stats if s == "train" else None,
             )
+            window = (
+                "between admission and discharge" if o.cxr_window_hours is None
+                else f"within {o.cxr_window_hours:g} h of admission"
+            )
+            writer.missing.record(s, sources, ok, no_file=f"no {'/'.join(o.view_positions)} X-ray {window}")
             pixels.flush()
             del pixels
             y = df[list(class_names)].to_numpy(dtype=np.float32)
@@ -366,11 +395,6 @@ class MIMICDataset(FileDataset):
             writer.put(s, "natural_present", present)
             writer.put(s, "groups", df["stay"].astype(str).str.split("_").str[0].to_numpy().astype(str))
             report[s] = split_report(y, present, class_names, True)
-            lost = sum(1 for sid in df["stay_id"].astype(np.int64) if int(sid) in dicom_of) - int(ok.sum())
-            if lost > 0:
-                notes.append(
-                    f"{s}: {lost} selected X-ray JPG(s) missing or unreadable (image naturally absent)"
-                )
         mean, std = image_stats("imagenet", 3, stats)
         info = DataInfo(
             name="mimic",

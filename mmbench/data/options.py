@@ -94,6 +94,8 @@ class DVMOptions:
     image_size: ImageSize = 128
     min_adverts: PosInt = 100  # raw build only: car models with fewer adverts are dropped (TIP: 100)
     seed: Int = 2022  # raw build only: split and jitter seed (TIP: 2022)
+    # raw build only: z-score the physical attributes with training statistics, or per split (TIP)
+    physical_scaling: Literal["train", "split"] = "train"
 
 
 @config

@@ -74,6 +74,16 @@ class PADUFESDataset(FileDataset):
                 f"column(s) {lacking} in {meta}", "is this the official PAD-UFES-20 metadata.csv?"
             )
 
+    def fingerprint_inputs(self) -> tuple[list[Path], list[tuple[Path, tuple[str, ...]]]]:
+        """``metadata.csv``, and the number of files under ``images/``."""
+        d = self.dataset_dir()
+        return [d / "metadata.csv"], [(d / "images", ())]
+
+    def image_source(self) -> str:
+        """The ``img_id`` column and the image folder."""
+        d = self.dataset_dir()
+        return f"column 'img_id' of {d / 'metadata.csv'} (files found under {d / 'images'})"
+
     def image_index(self) -> dict[str, Path]:
         """``img_id`` -> file, over ``images/`` and its ``imgs_part_*`` sub-folders."""
         index: dict[str, Path] = {}

@@ -246,11 +246,13 @@ def write_splits(
     progress: Progress,
     normalize: str = "imagenet",
     extra_image_absent: np.ndarray | None = None,
+    describe_source: Callable[[Any], str] = str,
 ) -> dict[str, Any]:
     """Write every split's arrays; return ``report``, ``image_mean`` and ``image_std`` for the meta.
 
     ``modality_arrays`` maps ``"tabular.<key>"`` to ``N x ...`` arrays (rows in table order);
-    ``image_sources[i]`` is what ``image_reader`` decodes (a path, an HDF5 key, ...) or ``None``.
+    ``image_sources[i]`` is what ``image_reader`` decodes (a path, an HDF5 key, ...) or ``None``;
+    the ones that do not decode are noted in ``writer.missing`` (named as ``describe_source`` says).
     """
     report: dict[str, Any] = {}
     stats = ChannelStats(image_shape[0])
@@ -258,14 +260,16 @@ def write_splits(
         rows = np.flatnonzero(split_of == k)
         pixels = writer.empty(split, "image.pixels", (len(rows), *image_shape), np.uint8)
         if image_sources is not None and image_reader is not None:
+            sources = [image_sources[i] for i in rows]
             ok = decode_into(
                 pixels,
-                [image_sources[i] for i in rows],
+                sources,
                 image_reader,
                 progress,
                 description=f"{split}: decoding images",
                 stats=stats if split == "train" else None,
             )
+            writer.missing.record(split, sources, ok, describe=describe_source)
         else:
             ok = np.zeros(len(rows), dtype=bool)
         if extra_image_absent is not None:
