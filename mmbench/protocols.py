@@ -1,6 +1,6 @@
 """Missingness simulation: presence masks from (scenario, rates, sim_seed).
 
-Meaning of the rate eta (DESIGN.md), applied to a split of n samples with exact counts
+Meaning of the rate eta (README.md#missingness-protocols), applied to a split of n samples with exact counts
 (one rounding: ``k = round(eta * n)`` incomplete samples):
 
 * ``none``: every sample complete.

@@ -5,7 +5,7 @@ a value function is a vector ``v`` of length ``2**n`` with ``v[0] = v(empty set)
 players (``players`` bitmask, e.g. the modalities present anywhere in a batch) take part; an inactive
 player gets 0 and the coalitions that contain it are ignored.
 
-Two formulas (methods.md §5.4):
+Two formulas (docs/methods.md#mce-factors):
 
 * ``textbook``: ``phi_i = sum_{S subset of P minus i} |S|! (p-|S|-1)! / p! * (v(S + i) - v(S))``,
   ``p = |P|`` (Shapley, 1953). Efficient: ``sum_i phi_i = v(P) - v(empty)``.

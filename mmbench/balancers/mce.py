@@ -3,19 +3,19 @@
 MCE adds, to the method's own objective, per-modality terms re-weighted by learning factors (LCE)
 and two representation tasks (RCE), using the method only through the presence mask:
 
-* LCE (methods.md §5.4): dataset-level ``a_m = N / N_m`` (inverse availability of m in the training
+* LCE (docs/methods.md#mce-factors): dataset-level ``a_m = N / N_m`` (inverse availability of m in the training
   split) and batch-level ``b_m = max(0, c_m - phi_m) / n_m``, where ``c_m`` counts the batch rows with
   m that a frozen unimodal *reference* predictor of m classifies correctly, ``phi_m`` is the Shapley
   value of m for ``v(S)`` = correct fused predictions with only the modalities ``S`` kept (summed
   over the rows whose available set contains S; the full set reuses the main prediction), and
   ``n_m`` counts the rows with m. Both are computed without gradient and scale the terms of m.
-* RCE (methods.md §5.5): subset prediction, the classification loss with the method re-run on each
+* RCE (docs/methods.md#mce-terms): subset prediction, the classification loss with the method re-run on each
   non-empty proper subset S of a row's available set A_i, weighted ``1 / (2^|A_i| - 1)``, summed and
   divided by the rows with any modality; cross-modal completion, L1 between the full-input embedding
   of each modality in ``A_i - S`` and its completion from the subset forward, same normalisation.
 * Unimodal ("sep") terms: a classifier per modality on the main forward's pooled embedding.
 
-Total added to the method/head terms: ``w_rec L_rec + w_sep L_sep + w_sub L_sub`` (Eq. of §5.5).
+Total added to the method/head terms: ``w_rec L_rec + w_sep L_sep + w_sub L_sub`` (docs/methods.md#mce-terms).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def correct(logits: Tensor, y: Tensor, task: str) -> Tensor:
 
 @register_balancer("mce")
 class MCEBalancer(Balancer):
-    """MCE's learning factors and capability-enhancement terms (methods.md §5), for any method.
+    """MCE's learning factors and capability-enhancement terms (docs/methods.md#mce), for any method.
 
     Deviations from the official code (also in ``methods/late_fusion+mce.yaml`` notes):
       * Subsets are forced through the presence mask (``batch.with_present``): the whole pipeline
@@ -77,7 +77,7 @@ class MCEBalancer(Balancer):
       * The reference predictors are trained in ``setup`` (``ref_epochs``, Adam ``ref_lr``) on the
         rows where their modality is available, then frozen; the official code loads checkpoints.
       * The Shapley players are the modalities present somewhere in the batch; one absent from the
-        whole batch gets b_m = 0 (the official code fails there, methods.md Addendum).
+        whole batch gets b_m = 0 (the official code fails there, docs/methods.md#mce-official-code).
       * The terms are added in training only; evaluation losses are the method's (and head's).
     """
 
@@ -300,7 +300,7 @@ def subset_rows(present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Every (row i, non-empty proper subset S of its available set A_i), ordered by S then row.
 
     Returns the row indices, the subsets as bitmasks, and the normalisation weight
-    ``1 / (2^|A_i| - 1)`` of methods.md §5.5 for each pair. Rows with a single modality have no
+    ``1 / (2^|A_i| - 1)`` of docs/methods.md#mce-terms for each pair. Rows with a single modality have no
     proper subset and do not appear.
     """
     M = present.shape[1]

@@ -10,14 +10,14 @@ from ..typed import Bool, NonNegFloat, NonNegInt, config
 
 @config
 class MCEConfig:
-    """Hyper-parameters of MCE (defaults: the official IEMOCAP script; see docs/methods.md, MCE).
+    """Hyper-parameters of MCE (defaults: the official IEMOCAP script; see docs/methods.md#mce).
 
     Attributes:
         w_rec, w_sep, w_sub: weights of cross-modal completion, unimodal and subset-prediction terms.
         use_a: scale each modality's terms by the dataset-level factor a_m.
         use_b: scale them by the batch-level Shapley factor b_m (needs the reference predictors).
         shapley: ``textbook`` Shapley formula, or ``mce_official``: the official code's variant
-            (marginals taken against the singleton; docs/methods.md, MCE).
+            (marginals taken against the singleton; docs/methods.md#mce-factors).
         ref_epochs: epochs of the reference-predictor stage run in ``setup`` (first stage of the run).
         ref_lr: Adam learning rate of that stage.
         cache_reference: score the frozen reference predictors once on the training split after their

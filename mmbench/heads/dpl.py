@@ -92,7 +92,7 @@ class DPLHead(Head):
     Deviations (also in ``methods/late_fusion+dpl.yaml`` notes):
       * SupCon views are the prototype components of the missing cases seen in training so far (the
         official code picks them per dataset scenario: 4 for ``both``, 3 for one-modality-missing,
-        Sec. 6.4 of methods.md); both agree once every case of the scenario has occurred.
+        docs/methods.md#dpl-losses); both agree once every case of the scenario has occurred.
       * ``supcon_reduction: mean`` (default) follows the official SupCon normalisation that lambda = 0.9
         was tuned with; Eq. 12 as printed is an unnormalised sum (``sum``).
       * The decomposed SupCon compares image and tabular components, so it needs equal embedding

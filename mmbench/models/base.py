@@ -1,4 +1,4 @@
-"""The method interface every registered method implements (DESIGN.md, "A method").
+"""The method interface every registered method implements (docs/adding.md#a-method).
 
 A method is an ``nn.Module`` built from a :class:`BuildContext` and its typed ``Config``;
 ``forward(batch) -> Output`` and ``losses(batch, out) -> dict``. The loss dict holds each term

@@ -1,7 +1,7 @@
 """DMRNet: robust multimodal learning via representation decoupling (Wei, Luo, Wang, Luo, ECCV 2024).
 
 Per-modality encoders give pooled features ``a`` (image) and ``v`` (table); the feature of a modality
-that is absent is zeroed **after** the encoder (DMRNet's native representation, methods.md 4.3), and
+that is absent is zeroed **after** the encoder (DMRNet's native representation, docs/methods.md#dmrnet), and
 ``h = [a; v]``. The fused input is embedded as a Gaussian (probabilistic embedding):
 ``mu = BN(W_mu h)``, ``log sigma^2 = BN(W_s h)``; training samples ``z = mu + eps * sigma``, evaluation
 uses ``z = mu``; logits ``= W z``. Loss terms:

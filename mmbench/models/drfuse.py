@@ -1,7 +1,7 @@
 """DrFuse (Yao et al., AAAI 2024): disentangled shared/distinct features, logit pooling of the shared
 features, disease-(class-)wise attention fusion and an attention ranking loss.
 
-Adapted to image + tabular (methods.md §1.9): the EHR branch becomes the tabular encoder and the CXR
+Adapted to image + tabular (docs/methods.md#drfuse-port): the EHR branch becomes the tabular encoder and the CXR
 branch the image encoder; the original assumes the EHR is always present, here both modalities may be
 absent, so every mask is symmetric:
 
@@ -170,7 +170,7 @@ class DrFuse(Method):
       multi-label); ranking targets come from ``rank_target``;
     * JSD is masked to complete rows (the official code sums its numerator over all rows, including
       zero images; ``jsd_rows="all"``);
-    * the image branches pool globally (the official code's CXR branch has no pooling, §1.7);
+    * the image branches pool globally (the official CXR branch does not pool: docs/methods.md#drfuse-official-code);
     * the ranking loss covers complete rows only, as the official code (``pairs`` mask).
 
     ``Output.embeddings[m]`` is ``h_ds_m + g(h_sh_m)`` (distinct plus projected shared feature of that

@@ -14,7 +14,7 @@ Two stages in one run (``stages()``):
    embedding of the modalities missing to the student and H the teacher invariant features of the
    full input.
 
-Adaptation to a benchmark with incomplete *training* data (methods.md 3.5-3.6): the teacher targets
+Adaptation to a benchmark with incomplete *training* data (docs/methods.md#if-mmin-port): the teacher targets
 exist only where the modality is really present, so both MSE terms are masked per (row, modality)
 to slots whose ground truth exists, dividing by the number of covered elements (zero when none).
 CMD compares the distribution of ``h_img`` over rows with an image to that of ``h_tab`` over rows
@@ -30,7 +30,7 @@ Deviations (also in ``methods/ifmmin.yaml`` ``notes:``):
 * ``student_patterns="all"`` (default): a complete training row is shown to the student as complete,
   image-only or tabular-only with equal probability. The official code draws only the incomplete
   patterns (its test set has no complete condition); ``"incomplete"`` reproduces that.
-* ``cascade="paper"`` (default): block k's input is (output of block k-1) + H' (methods.md 3.4).
+* ``cascade="paper"`` (default): block k's input is (output of block k-1) + H' (docs/methods.md#if-mmin-stages).
   The official ``ResidualAE`` (``autoencoder_2.py``, commit a4b6ef40) instead accumulates
   ``x <- x + H'`` and discards the intermediate decoder outputs; ``cascade="code"`` reproduces it.
 * ``recon_target="missing"`` (default): the reconstruction term covers only the slots of modalities
@@ -180,7 +180,7 @@ class IFMMIN(Method):
         super().__init__(ctx, cfg)
         d, n_mod = ctx.hidden, len(MODALITIES)
         self.encoders = nn.ModuleDict({m: build_encoder(m, ctx.info, ctx.encoders, d) for m in MODALITIES})
-        # Inv keeps the width d: the imagination module adds H' to E (methods.md 3.6)
+        # Inv keeps the width d: the imagination module adds H' to E (docs/methods.md#if-mmin-port)
         self.inv = nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d), nn.LeakyReLU())
         self.pretrain_classifier = _mlp_classifier(2 * n_mod * d, cfg.cls_layers, self.num_classes,
                                                    cfg.pretrain_dropout)

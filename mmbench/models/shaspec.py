@@ -7,7 +7,7 @@ the classifier reads ``[f_image; f_tabular]``. Objective ``L = L_task + alpha L_
 distribution alignment (DAO) between the shared features and domain (modality) classification (DCO)
 of the specific features.
 
-Adapted to image + tabular (methods.md §2.5): a literally shared encoder cannot take raw pixels and
+Adapted to image + tabular (docs/methods.md#shaspec-port): a literally shared encoder cannot take raw pixels and
 table rows, so each modality first goes through a *stem* (the dataset card's encoder for that modality,
 giving tokens of the common width ``hidden``) and the shared encoder is a transformer trunk over those
 tokens whose weights are shared by both modalities. The specific encoder of a modality is a stem of its
