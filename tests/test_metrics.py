@@ -274,6 +274,18 @@ def test_multilabel_ece_and_brier_average_over_labels() -> None:
     assert m["brier"] == pytest.approx(2.0 / 12)
 
 
+def test_multilabel_ece_is_top_label_per_label_like_binary() -> None:
+    # one label, p = [.7, .3], y = [1, 1]: confidences .7 and .7 (bin 10), right and wrong
+    # top-label: |(1 - .7) + (0 - .7)|/2 = .4/2; binning p against y would give (.3 + .7)/2
+    y = np.array([[1], [1]])
+    ml = compute_metrics(sigmoid_logits([[.7], [.3]]), y, "multilabel")
+    assert ml["ece"] == pytest.approx(.4 / 2)
+    # the same probabilities as a binary task give the same ECE and Brier ((.3^2 + .7^2)/2 = .29)
+    binary = compute_metrics(softmax_logits([[.3, .7], [.7, .3]]), y[:, 0], "binary")
+    assert binary["ece"] == pytest.approx(ml["ece"]) and binary["brier"] == pytest.approx(ml["brier"])
+    assert ml["brier"] == pytest.approx(.29)
+
+
 def test_multilabel_threshold_tie_predicts_negative() -> None:
     # logit 0 -> p = .5 -> predicted 0: right when y = 0
     m = compute_metrics(np.array([[0.0, 4.0]]), np.array([[0, 1]]), "multilabel")
@@ -301,6 +313,9 @@ def test_ece_uses_fifteen_equal_width_bins() -> None:
     # 15 bins: (|1-.62| + |0-.68|)/2 = 1.06/2; 10 bins would give |1-.62-.68|/2 = .30/2
     assert expected_calibration_error(np.array([.62, .68]), np.array([1, 0])) == pytest.approx(1.06 / 2)
     assert expected_calibration_error(np.array([.62, .68]), np.array([1, 0]), n_bins=10) == pytest.approx(.30 / 2)
+    # bins are right-closed, ((m-1)/15, m/15]: .6 = 9/15 closes bin 8, .62 opens bin 9 -> (|1-.6| + |0-.62|)/2
+    # (left-closed bins [(m-1)/15, m/15) would pool them: |1 - .6 - .62|/2 = .22/2)
+    assert expected_calibration_error(np.array([.6, .62]), np.array([1, 0])) == pytest.approx(1.02 / 2)
     # confidence 1 lies in the last bin, 0 in the first; both exactly right here
     assert expected_calibration_error(np.array([1.0, 0.0]), np.array([1, 0])) == 0.0
 
