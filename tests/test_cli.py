@@ -63,9 +63,20 @@ def test_check_exit_codes(results: Path, tmp_path: Path, monkeypatch, capsys) ->
     i = header.index("mean")
     row[i] = f"{float(row[i]) + 0.05:.6f}"  # the reference was 5 points better: a regression
     ref.write_text("\n".join([text[0], ",".join(row)]) + "\n")
-    code, _, err = cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0.02"], monkeypatch, capsys)
+    code, _, err = cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0.02", "--k-se", "0"],
+                       monkeypatch, capsys)
     assert code == 1 and "regressed" in err
-    assert cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0.1"], monkeypatch, capsys)[0] == 0
+    assert cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0.1", "--k-se", "0"],
+               monkeypatch, capsys)[0] == 0
+    # the allowance follows the spread: k * sqrt(std_ref^2/n_ref + std_cur^2/n_cur), here std_ref = std_cur
+    std, n = float(row[header.index("std")]), int(row[header.index("n")])
+    se = (2 * std**2 / n) ** 0.5
+    assert std > 0 and n == 2
+    k_pass, k_fail = 0.051 / se, 0.049 / se  # a 0.05 drop is inside k_pass SEs and outside k_fail SEs
+    assert cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0", "--k-se", f"{k_pass:.6f}"],
+               monkeypatch, capsys)[0] == 0
+    assert cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0", "--k-se", f"{k_fail:.6f}"],
+               monkeypatch, capsys)[0] == 1
     row[header.index("method")] = "ghost"
     ref.write_text("\n".join([text[0], ",".join(row)]) + "\n")
     code, _, err = cli(["check", "-r", str(results), "--reference", str(ref)], monkeypatch, capsys)

@@ -366,3 +366,21 @@ def test_lower_is_better() -> None:
 def test_unknown_task_is_refused() -> None:
     with pytest.raises(ValueError, match="multiclass, binary, multilabel"):
         compute_metrics(MC_LOGITS, MC_Y, "regression")
+
+
+def test_bayes_regret_is_bayes_accuracy_minus_model_accuracy_on_the_same_rows() -> None:
+    from mmbench.metrics import bayes_regret
+
+    # 4 evaluated rows = split rows 3, 0, 2, 1; patterns complete, complete, image-only, tabular-only
+    y = np.array([0, 1, 1, 0])
+    index = np.array([3, 0, 2, 1])
+    present = np.array([[1, 1], [1, 1], [1, 0], [0, 1]], dtype=bool)
+    logits = np.array([[2.0, 0.0], [2.0, 0.0], [0.0, 1.0], [0.0, 1.0]])  # predicts 0, 0, 1, 1: right, wrong, right, wrong
+    post = {  # per split row (0..3), the Bayes posterior given what each pattern observes
+        "complete": np.array([[0.2, 0.8], [0.5, 0.5], [0.5, 0.5], [0.9, 0.1]]),  # rows 3 -> 0 (right), 0 -> 1 (right)
+        "image_only": np.array([[0.5, 0.5], [0.5, 0.5], [0.7, 0.3], [0.5, 0.5]]),  # row 2 -> 0 (wrong)
+        "tabular_only": np.array([[0.5, 0.5], [0.6, 0.4], [0.5, 0.5], [0.5, 0.5]]),  # row 1 -> 0 (right)
+    }
+    r = bayes_regret(logits, y, present, index, post)
+    # Bayes right on 3 of 4, model on 2 of 4 -> 0.25; complete 2/2 vs 1/2; image-only 0/1 vs 1/1; tabular 1/1 vs 0/1
+    assert r == {"overall": 0.25, "complete": 0.5, "image_only": -1.0, "tabular_only": 1.0}
