@@ -275,8 +275,8 @@ def read_record(path: str | Path) -> RunRecord:
     except (OSError, UnicodeDecodeError) as exc:
         raise MMBenchError(f"{path}: not a readable run record ({exc})") from None
     except json.JSONDecodeError as exc:
-        raise MMBenchError(f"{path}: not a readable run record (truncated or not JSON: {exc.msg} at line "
-                           f"{exc.lineno})") from None
+        raise MMBenchError(f"{path}: not a readable run record (truncated or not JSON: {exc.msg}, line "
+                           f"{exc.lineno} column {exc.colno})") from None
     return parse_record(data, path)
 
 
