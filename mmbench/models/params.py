@@ -53,7 +53,8 @@ class DrFuseConfig:
             branch's per-sample CE, the same for every class. Multi-label always uses per-label BCE.
         jsd_rows: ``"complete"`` (default) = JSD averaged over rows where both modalities are
             present; ``"all"`` = the official code: numerator summed over every row with any modality
-            (an absent modality enters through its zero-input features), divided by the complete count.
+            (an absent modality enters through its zero-input features), divided by the complete count,
+            clamped at 1 when a batch has no complete row (the official code divides by 1e-6 there).
         separate_stages: how many top encoder stages the shared and the distinct encoder of a
             modality do *not* share (``"all"``: only the stem is shared, as the official code).
     """
