@@ -51,7 +51,7 @@ from torch import Tensor, nn
 
 from ..data.batch import IMAGE, MODALITIES, TABULAR, Batch, Output
 from ..encoders.build import build_encoder
-from ..losses import masked_mean, task_loss
+from ..losses import compute_dtype, masked_mean, task_loss
 from ..registry import register_method
 from .base import BuildContext, Method, Stage
 from .params import IFMMINConfig
@@ -69,11 +69,13 @@ def cmd(x: Tensor, y: Tensor, k: int, mask_x: Tensor | None = None, mask_y: Tens
     ``CMD_K(x, y) = ||E x - E y||_2 + sum_{j=2..K} ||E (x - E x)^j - E (y - E y)^j||_2``,
 
     moments taken elementwise over the rows (``mask_x`` / ``mask_y`` select them), without the
-    ``1/|b-a|^j`` scaling of the original CMD. Zero when either side has no row.
+    ``1/|b-a|^j`` scaling of the original CMD. Zero when either side has no row. Computed in
+    :func:`~mmbench.losses.compute_dtype` of the inputs (float64 stays float64).
     """
-    x, y = x.float(), y.float()
-    wx = torch.ones(x.shape[0], device=x.device) if mask_x is None else mask_x.float()
-    wy = torch.ones(y.shape[0], device=y.device) if mask_y is None else mask_y.float()
+    dtype = compute_dtype(x, y)
+    x, y = x.to(dtype), y.to(dtype)
+    wx = torch.ones(x.shape[0], device=x.device, dtype=dtype) if mask_x is None else mask_x.to(dtype)
+    wy = torch.ones(y.shape[0], device=y.device, dtype=dtype) if mask_y is None else mask_y.to(dtype)
     nx, ny = wx.sum(), wy.sum()
 
     def moment(t: Tensor, w: Tensor, n: Tensor) -> Tensor:
@@ -84,7 +86,7 @@ def cmd(x: Tensor, y: Tensor, k: int, mask_x: Tensor | None = None, mask_y: Tens
     cx, cy = x - mx, y - my
     for j in range(2, k + 1):
         total = total + _zero_safe_norm(moment(cx.pow(j), wx, nx) - moment(cy.pow(j), wy, ny))
-    return total * ((nx > 0) & (ny > 0)).float()
+    return total * ((nx > 0) & (ny > 0)).to(dtype)
 
 
 def masked_mse(pred: Tensor, target: Tensor, cover: Tensor) -> Tensor:
@@ -93,7 +95,8 @@ def masked_mse(pred: Tensor, target: Tensor, cover: Tensor) -> Tensor:
     ``cover`` is ``B x M`` bool; the sum of squared errors over covered slots is divided by
     ``d * (number of covered slots)`` (``torch.nn.MSELoss`` when every slot is covered), 0 when none.
     """
-    return masked_mean((pred.float() - target.float()).pow(2), cover)
+    dtype = compute_dtype(pred, target)
+    return masked_mean((pred.to(dtype) - target.to(dtype)).pow(2), cover)
 
 
 def _mlp_classifier(in_dim: int, layers: tuple[int, ...], out_dim: int, dropout: float) -> nn.Sequential:
