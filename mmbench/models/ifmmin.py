@@ -30,9 +30,11 @@ Deviations (also in ``methods/ifmmin.yaml`` ``notes:``):
 * ``student_patterns="all"`` (default): a complete training row is shown to the student as complete,
   image-only or tabular-only with equal probability. The official code draws only the incomplete
   patterns (its test set has no complete condition); ``"incomplete"`` reproduces that.
-* ``cascade="paper"`` (default): block k's input is (output of block k-1) + H' (methods.md 3.4).
-  The official ``ResidualAE`` (``autoencoder_2.py``, commit a4b6ef40) instead accumulates
-  ``x <- x + H'`` and discards the intermediate decoder outputs; ``cascade="code"`` reproduces it.
+* ``cascade="paper"`` (default): block k's input is (output of block k-1) + H' and ``E_hat`` is the
+  transition of the last block's output; this is also the official ``ResidualAE``
+  (``models/networks/autoencoder_2.py``) at the pinned HEAD f4d65fc4. ``cascade="code"`` reproduces
+  the version first published (commit a4b6ef40, used until 2024), which accumulates ``x <- x + H'``
+  and discards the intermediate decoder outputs (docs/methods.md, IF-MMIN).
 * ``recon_target="missing"`` (default): the reconstruction term covers only the slots of modalities
   missing to the student. ``"code"`` also regresses the slots of the modalities the student sees onto
   the teacher's embedding of a zeroed input (the MMIN convention ``T = Enc_T(x * (1 - e))``).

@@ -117,7 +117,8 @@ class IFMMINConfig:
             never read by the model, so the effective weight is 1).
         ae_layers: encoder widths of each autoencoder block (decoder mirrors them).
         ae_blocks: number of cascaded autoencoder blocks.
-        cascade: ``paper`` (block input = previous block output + H') or ``code`` (official ResidualAE).
+        cascade: ``paper`` (block input = previous block output + H'; also the official ResidualAE at
+            HEAD f4d65fc4) or ``code`` (the official ResidualAE as first published, commit a4b6ef40).
         cls_layers: hidden widths of both classifiers.
         pretrain_dropout: dropout of the stage-1 classifier.
         student_dropout: dropout of the student classifier.
