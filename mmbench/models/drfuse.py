@@ -169,7 +169,9 @@ class DrFuse(Method):
     * multi-class tasks use softmax CE for every prediction loss (the paper's BCE is kept for
       multi-label); ranking targets come from ``rank_target``;
     * JSD is masked to complete rows (the official code sums its numerator over all rows, including
-      zero images; ``jsd_rows="all"``);
+      zero images; ``jsd_rows="all"``). A batch without a complete row: the official code divides
+      that numerator by ``max(1e-6, #paired)``, i.e. multiplies it by 10^6; ``jsd_rows="all"`` clamps
+      the count at 1 instead (the numerator itself), and ``"complete"`` gives 0;
     * the image branches pool globally (the official code's CXR branch has no pooling, §1.7);
     * the ranking loss covers complete rows only, as the official code (``pairs`` mask).
 
