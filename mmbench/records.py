@@ -106,6 +106,8 @@ class RunRecord(_Model):
     curves: list[dict[str, Any]] = Field(default_factory=list)
     best_epoch: int | None = None
     diagnostics: dict[str, Any] | None = None
+    #: cross-validated linear-probe R² of each true latent factor from each feature group (mmbench.probes)
+    probes: dict[str, dict[str, Number]] | None = None
     data_fingerprint: dict[str, Any] | None = None
     feature_cache: Literal["built", "reused"] | None = None
     timing: Timing = Field(default_factory=Timing)

@@ -226,6 +226,11 @@ class DrFuse(Method):
             aux["shared_image_raw"], aux["shared_tabular_raw"] = raw["image"], raw["tabular"]
         return Output(logits=logits, embeddings=emb, aux=aux)
 
+    def probe_features(self, out: Output) -> dict[str, Tensor]:
+        """The shared and distinct (specific) features of each modality."""
+        return {f"{m}.{branch}": out.aux[f"{key}_{m}"] for m in ("image", "tabular")
+                for branch, key in (("shared", "shared"), ("specific", "distinct"))}
+
     def losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:
         """Weighted terms: prediction (final + 3 branch heads), JSD, two ``|cos|`` and ranking."""
         cfg, aux, task = self.cfg, out.aux, self.task
