@@ -42,7 +42,9 @@ class TableFormat(str, Enum):
 
 class StatsTest(str, Enum):
     wilcoxon = "wilcoxon"
+    ttest = "ttest"
     bootstrap = "bootstrap"
+    mcnemar = "mcnemar"
 
 
 class PlotKind(str, Enum):
@@ -408,8 +410,8 @@ def table(
     out: Annotated[Path | None, typer.Option("--out", help="Write to this file (atomically) instead of stdout.")] = None,
     stats_: Annotated[bool, typer.Option("--stats", help="Dagger on the methods not significantly different "
                                          "from the row's best.")] = False,
-    stats_test: Annotated[StatsTest, typer.Option("--stats-test", help="wilcoxon (paired by seed) | bootstrap "
-                                                  "(paired over test samples, from the .npz predictions).")] = StatsTest.wilcoxon,
+    stats_test: Annotated[StatsTest, typer.Option("--stats-test", help="wilcoxon | ttest (paired by seed) | bootstrap | "
+                                                  "mcnemar (paired over test rows, from the .npz predictions).")] = StatsTest.wilcoxon,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Significance level for --stats (Holm within the row).")] = 0.05,
 ) -> None:
     """Comparison table (mean ± std over seeds, best per row marked) built only from records."""
@@ -433,7 +435,8 @@ def table(
 def check(
     results: ResultsOpt = Path("results"),
     reference: Annotated[Path, typer.Option("--reference", help="Reference CSV (from `mmbench table --format csv`).")] = Path("results/reference/reference.csv"),
-    tolerance: Annotated[float, typer.Option(min=0.0, help="Allowed drop of the primary metric (absolute, e.g. 0.02).")] = 0.02,
+    tolerance: Annotated[float, typer.Option(min=0.0, help="Smallest allowed drop of a cell's mean (absolute, e.g. 0.01): the floor under k standard errors.")] = 0.02,
+    k: Annotated[float, typer.Option("--k-se", min=0.0, help="A cell may drop by k standard errors of the difference of the two seed means (from the reference's and the results' std and n); 0 = the tolerance alone.")] = 3.0,
     save_reference: Annotated[bool, typer.Option("--save-reference", help="Write the reference from the results instead of checking.")] = False,
 ) -> None:
     """Compare each cell's primary metric to a reference: exit 0 if none regresses beyond the tolerance, else 1."""
@@ -448,14 +451,15 @@ def check(
         return
     ref = read_reference(reference)
     recs = _load(results)
-    rows = compare(recs, ref, tolerance)
-    t = Table(title=f"mmbench check (tolerance {tolerance:g})")
-    for col in ("cell", "reference", "current", "delta", "status"):
+    rows = compare(recs, ref, tolerance, k)
+    t = Table(title=f"mmbench check (a cell may drop by max({k:g} SE, {tolerance:g}))")
+    for col in ("cell", "reference", "current", "delta", "allowed", "status"):
         t.add_column(col)
     for r in rows:
         color = {"ok": "green", "regressed": "red", "missing": "yellow"}[r.status]
         t.add_row(r.cell, f"{r.reference:.4f}", "–" if r.current is None else f"{r.current:.4f}",
-                  "–" if r.delta is None else f"{r.delta:+.4f}", f"[{color}]{r.status}[/]")
+                  "–" if r.delta is None else f"{r.delta:+.4f}", "–" if r.allowed is None else f"{r.allowed:.4f}",
+                  f"[{color}]{r.status}[/]")
     console.print(t)
     bad = [r for r in rows if r.status != "ok"]
     if bad:
@@ -581,7 +585,7 @@ def prepare(
 def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: float, results: Path) -> str:
     from .report.stats import min_wilcoxon_p, prediction_paths, render_with_stats
 
-    preds = prediction_paths(results) if test == "bootstrap" else None
+    preds = prediction_paths(results) if test in ("bootstrap", "mcnemar") else None
     text, comp = render_with_stats(recs, fmt, metric, test=test, alpha=alpha, predictions=preds)
     n = comp.loc[~comp["best"], "n"] if len(comp) else []
     if test == "wilcoxon" and len(n) and int(n.min()) < 6:
@@ -589,7 +593,7 @@ def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: fl
         err_console.print(f"[yellow]warning:[/] some cells have only {k} paired seed(s): with fewer than "
                           f"6 seeds the exact two-sided Wilcoxon p is at least 2/2^{k} = "
                           f"{min_wilcoxon_p(k):.3g}, so it cannot reach p < 0.05 and every method there gets "
-                          "a dagger; use >= 6 seeds or --stats-test bootstrap", highlight=False)
+                          "a dagger; use >= 6 seeds or --stats-test ttest", highlight=False)
     return text
 
 
@@ -614,6 +618,8 @@ def plot(
     from .report.plots import PLOTS
 
     out = out or Path("results/plots") / kind.value
+    if out.is_dir():
+        raise MMBenchError(f"--out {out}: is a folder; expected a file name (written as <name>.png and <name>.pdf)")
     writable_file(out.with_suffix(".png"), "--out")
     recs = _load(results, dataset, method, protocol)
     recs = _filter_cells(recs, scenario, rate, test_rate, results)
@@ -654,6 +660,8 @@ def stats(
                                                      "rate0 (the run at 0% missing).")] = DropReference.complete,
     csv_dir: Annotated[Path | None, typer.Option("--csv-dir", help="Also write ranks, pairwise, vs_best, auc "
                                                  "and drop CSVs to this folder.")] = None,
+    test: Annotated[StatsTest, typer.Option("--stats-test", help="Test of each method against its cell's best: "
+                                            "wilcoxon | ttest (by seed) | bootstrap | mcnemar (test rows).")] = StatsTest.wilcoxon,
 ) -> None:
     """Average ranks, Friedman test over cells (seeds averaged), pairwise Wilcoxon-Holm, AUC and drop."""
     from .report import stats as st
@@ -689,8 +697,11 @@ def stats(
         t.add_row(r.a, r.b, f"{100 * r.mean_diff:+.2f}", f"{r.p:.4g}", f"{r.p_holm:.4g}",
                   "[green]yes[/]" if r.significant else "no")
     console.print(t)
-    tables = {"ranks": fr.ranks, "pairwise": fr.pairwise,
-              "vs_best": st.compare_to_best(recs, metric_name, alpha=alpha)}
+    vs_best = st.compare_to_best(recs, metric_name, test=test.value, alpha=alpha,
+                                 predictions=st.prediction_paths(results) if test.value in ("bootstrap", "mcnemar")
+                                 else None)
+    tables = {"ranks": fr.ranks, "pairwise": fr.pairwise, "vs_best": vs_best}
+    _print_power(vs_best, test.value, alpha)
     try:
         auc = st.auc_summary(recs, metric_name, x.value)
     except MMBenchError as exc:
@@ -726,6 +737,29 @@ def stats(
         for name, df in tables.items():
             write_text(csv_dir / f"{name}.csv", df.to_csv(index=False, float_format="%.6f"), "--csv-dir")
         console.print(f"wrote {', '.join(f'{n}.csv' for n in tables)} to {csv_dir}")
+
+
+def _print_power(vs_best: Any, test: str, alpha: float) -> None:
+    """Per cell, each method against the best: gap, spread of the paired differences, MDD, seeds needed."""
+    if vs_best.empty:
+        return
+    t = Table(title=f"Against each cell's best: paired gap, minimum detectable difference (80% power, alpha 0.05) "
+                    f"and {test} p (Holm)", title_justify="left")
+    for col, just in (("cell", "left"), ("method", "left"), ("gap (pp)", "right"), ("sd of diff (pp)", "right"),
+                      ("seeds", "right"), ("MDD (pp)", "right"), ("detectable", "left"),
+                      ("seeds for this gap", "right"), ("p (Holm)", "right")):
+        t.add_column(col, justify=just)
+    for r in vs_best.itertuples():
+        if r.best:
+            continue
+        cell = f"{r.dataset} {r.scenario} {r.rate}" + ("" if r.test_rate in ("", r.rate) else f"→{r.test_rate}")
+        mdd = "–" if r.mdd != r.mdd else f"{100 * r.mdd:.2f}"
+        detectable = "–" if r.mdd != r.mdd else ("no (tied)" if r.below_mdd else "yes")
+        need = "–" if r.seeds_needed is None or r.seeds_needed != r.seeds_needed else str(int(r.seeds_needed))
+        p = "–" if r.p_holm != r.p_holm else f"{r.p_holm:.3g}"
+        sd = "–" if r.sd_diff != r.sd_diff else f"{100 * r.sd_diff:.2f}"
+        t.add_row(cell, r.method, f"{100 * r.gap:+.2f}", sd, str(r.n), mdd, detectable, need, p)
+    console.print(t)
 
 
 # -------------------------------------------------------------------------------------------- main

@@ -7,8 +7,10 @@ Meaning of the rate eta (README.md#missingness-protocols), applied to a split of
 * ``image``: k samples lose the image (tabular-only), the rest stay complete.
 * ``tabular``: k samples lose the table (image-only).
 * ``both``: k incomplete samples, ``k // 2`` image-only and ``k - k // 2`` tabular-only.
-* ``imbalanced``: a rate per modality (MCE); ``round(r_image * n)`` lose the image and a disjoint
-  ``round(r_tabular * n)`` lose the table, so no sample loses both (requires the sum <= 1).
+* ``imbalanced``: a rate per modality (MCE's setting); ``round(r_image * n)`` lose the image and a
+  disjoint ``round(r_tabular * n)`` lose the table, so no sample loses both (requires the sum <= 1).
+  Disjointness is mmbench's choice: MCE's official trainer drops each modality independently and, in
+  effect, redraws the masks every epoch (the ``mce`` balancer's ``train_masks: per_epoch``).
 
 Which samples is drawn from ``sim_seed`` (and the split name), never from the training seed. A
 dataset's natural missingness is combined with the simulated one (logical AND); the simulation

@@ -27,6 +27,7 @@ from .errors import MMBenchError, RunFailed
 from .metrics import bayes_regret, compute_metrics, metrics_by_pattern
 from .models.base import BuildContext
 from .pipeline import Pipeline
+from .probes import collect, probe
 from .protocols import combine, mask_hash, pattern_counts, simulate_presence
 from .records import (
     MaskSummary,
@@ -171,6 +172,9 @@ def _execute_locked(spec: RunSpec, path: Path, *, force: bool, root: str | None,
             regret=None if posterior is None else bayes_regret(test.logits, test.y, test.present, test.index,
                                                                posterior),
         )
+        latents = splits["test"].extra.get("latents")
+        if latents:
+            fields["probes"] = probe(*collect(pipeline, loaders["test"]), latents)
         pred_path = path.with_suffix(".npz")
         write_predictions(pred_path, {"logits": test.logits, "y": test.y, "present": test.present,
                                       "index": test.index, **{f"aux_{k}": v for k, v in test.aux.items()}})

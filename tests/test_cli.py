@@ -63,9 +63,20 @@ def test_check_exit_codes(results: Path, tmp_path: Path, monkeypatch, capsys) ->
     i = header.index("mean")
     row[i] = f"{float(row[i]) + 0.05:.6f}"  # the reference was 5 points better: a regression
     ref.write_text("\n".join([text[0], ",".join(row)]) + "\n")
-    code, _, err = cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0.02"], monkeypatch, capsys)
+    code, _, err = cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0.02", "--k-se", "0"],
+                       monkeypatch, capsys)
     assert code == 1 and "regressed" in err
-    assert cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0.1"], monkeypatch, capsys)[0] == 0
+    assert cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0.1", "--k-se", "0"],
+               monkeypatch, capsys)[0] == 0
+    # the allowance follows the spread: k * sqrt(std_ref^2/n_ref + std_cur^2/n_cur), here std_ref = std_cur
+    std, n = float(row[header.index("std")]), int(row[header.index("n")])
+    se = (2 * std**2 / n) ** 0.5
+    assert std > 0 and n == 2
+    k_pass, k_fail = 0.051 / se, 0.049 / se  # a 0.05 drop is inside k_pass SEs and outside k_fail SEs
+    assert cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0", "--k-se", f"{k_pass:.6f}"],
+               monkeypatch, capsys)[0] == 0
+    assert cli(["check", "-r", str(results), "--reference", str(ref), "--tolerance", "0", "--k-se", f"{k_fail:.6f}"],
+               monkeypatch, capsys)[0] == 1
     row[header.index("method")] = "ghost"
     ref.write_text("\n".join([text[0], ",".join(row)]) + "\n")
     code, _, err = cli(["check", "-r", str(results), "--reference", str(ref)], monkeypatch, capsys)
@@ -129,6 +140,30 @@ def test_dry_run_plans_a_protocol(tmp_path: Path, monkeypatch, capsys) -> None:
     code, out, _ = cli(["run", "-m", "late_fusion", "-d", "synthetic-tiny", "--protocol", "dfpl-table1", "--dry-run",
                         "-o", str(tmp_path)], monkeypatch, capsys)
     assert code == 0 and "Planned runs (27" in out
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("name, extra, methods, scenarios, rates, test_rates", [
+    # DFPL Fig. 3(a, b): MIMIC, trained with both / only the table missing at 20..60%, tested at 90%
+    ("dfpl-fig3", [], ["dfpl", "drfuse", "dmrnet", "shaspec", "ifmmin"], ["both", "tabular"],
+     [0.2, 0.3, 0.4, 0.5, 0.6], [0.9]),
+    # DPL Fig. 6: trained with image / table / both missing at 70%, tested at 10..90% (dataset given)
+    ("dpl-fig6", ["-d", "synthetic-tiny"], ["late_fusion", "late_fusion+dpl"], ["image", "tabular", "both"],
+     [0.7], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),
+])
+def test_paper_figure_protocols_plan_their_cells(tmp_path: Path, monkeypatch, capsys, name: str, extra: list[str],
+                                                 methods: list[str], scenarios: list[str], rates: list[float],
+                                                 test_rates: list[float]) -> None:
+    from mmbench.config import load_protocol
+
+    proto = load_protocol(name)
+    assert proto.description and proto.cite and proto.methods == methods
+    cells = {(c.scenario, c.rate, c.test_rate) for c in proto.cells()}
+    assert len(proto.cells()) == len(scenarios) * len(rates) * len(test_rates) == len(cells)
+    assert cells == {(sc, r, t) for sc in scenarios for r in rates for t in test_rates}
+    n = len(methods) * len(cells) * len(proto.seeds)  # one dataset
+    code, out, _ = cli(["run", "--protocol", name, *extra, "--dry-run", "-o", str(tmp_path)], monkeypatch, capsys)
+    assert code == 0 and f"Planned runs ({n}," in out
     assert not any(tmp_path.iterdir())
 
 

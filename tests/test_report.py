@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import stats as scipy_stats
 from typer.testing import CliRunner
 
 from mmbench.cli import app
@@ -15,7 +16,7 @@ from mmbench.errors import MMBenchError
 from mmbench.protocols import MissingSpec
 from mmbench.records import RunRecord, write_predictions, write_record
 from mmbench.records import load_records as _load_set
-from mmbench.report import stats
+from mmbench.report import power, stats
 from mmbench.report.plots import plot_curves, plot_patterns, plot_seeds
 
 
@@ -124,9 +125,47 @@ def test_table_with_daggers_md_and_csv(tmp_path: Path) -> None:
     assert "61.00 ± 1.00†" in text and "**71.00 ± 1.00**" in text
     csv, _ = stats.render_with_stats(recs, "csv")
     header, *rows = csv.strip().splitlines()
-    assert header.endswith("p_vs_best,p_holm,not_sig_vs_best")
+    assert header.endswith("p_vs_best,p_holm,not_sig_vs_best,mdd,below_mdd,seeds_needed")
     lf = next(r for r in rows if ",late_fusion," in r)
-    assert lf.endswith("0.250000,0.250000,True")  # 3 positive differences: 2/2^3
+    # 3 positive differences: 2/2^3; the differences are all exactly 0.10 (sd 0): MDD 0, so detectable
+    assert lf.endswith("0.250000,0.250000,True,0.000000,False,2")
+
+
+def test_methods_below_the_minimum_detectable_difference_are_marked_tied(tmp_path: Path) -> None:
+    # per-seed differences best - other: 0.02, -0.01, 0.02, 0.01, -0.005, 0.015 (mean 0.00833, sd 0.0121)
+    best = [0.80, 0.81, 0.82, 0.83, 0.84, 0.85]
+    other = [0.78, 0.82, 0.80, 0.82, 0.845, 0.835]
+    for s, (a, b) in enumerate(zip(best, other, strict=True)):
+        fake_record(tmp_path, "best", s, a)
+        fake_record(tmp_path, "other", s, b)
+        fake_record(tmp_path, "far", s, a - 0.10 - 0.001 * s)  # 10 points below: far beyond any MDD
+    comp = stats.compare_to_best(load_records(tmp_path), test="ttest").set_index("method")
+    d = np.array(best) - np.array(other)
+    sd = d.std(ddof=1)
+    assert comp.loc["other", "sd_diff"] == pytest.approx(sd)
+    assert comp.loc["other", "mdd"] == pytest.approx(power.mdd(sd, 6))
+    assert comp.loc["other", "gap"] == pytest.approx(d.mean()) and comp.loc["other", "below_mdd"]
+    assert not comp.loc["far", "below_mdd"] and comp.loc["far", "p"] < 1e-6
+    assert comp.loc["other", "p"] == pytest.approx(scipy_stats.ttest_rel(best, other).pvalue)
+    text, _ = stats.render_with_stats(load_records(tmp_path), "md", test="ttest")
+    cells = [c.strip() for c in next(line for line in text.splitlines() if line.startswith("| toy")).split("|")]
+    other_cell = next(c for c in cells if c.startswith(f"{100 * np.mean(other):.2f}"))
+    far_cell = next(c for c in cells if c.startswith(f"{100 * (np.mean(best) - 0.1025):.2f}"))
+    assert other_cell.endswith("≈") and "≈" not in far_cell
+    assert cells[-3:-1] == ["6", f"{100 * np.median([comp.loc['other', 'mdd'], comp.loc['far', 'mdd']]):.2f}"]
+
+
+def test_power_figures_by_hand() -> None:
+    # seeds a 2-point gap needs at 80 % power with paired SD 1/2/3/4 points (noncentral t, alpha 0.05)
+    assert [power.seeds_needed(2, sd) for sd in (1, 2, 3, 4)] == [5, 10, 20, 34]
+    # large n: the MDD tends to (z_0.975 + z_0.8) sd / sqrt(n) = (1.959964 + 0.841621) sd / sqrt(n)
+    assert power.mdd(1.0, 10_000) == pytest.approx(2.801585 / 100, rel=2e-3)
+    assert power.paired_t_power(power.mdd(1.3, 7), 1.3, 7) == pytest.approx(0.8, abs=1e-6)
+    assert power.mdd(0.0, 5) == 0.0 and math.isnan(power.mdd(1.0, 1))
+    # McNemar: 8 rows only A gets right, 2 only B: p = 2 P(X >= 8 | 10, 1/2) = 2 (45 + 10 + 1) / 1024
+    a = np.array([1] * 8 + [0] * 2 + [1] * 5, dtype=bool)
+    b = np.array([0] * 8 + [1] * 2 + [1] * 5, dtype=bool)
+    assert power.mcnemar_p(a, b) == (8, 2, pytest.approx(112 / 1024))
 
 
 def test_friedman_ranks_and_pairwise_by_hand(tmp_path: Path) -> None:

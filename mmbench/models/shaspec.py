@@ -139,6 +139,11 @@ class ShaSpec(Method):
             aux["domain_logits"] = self.domain_classifier(s)
         return Output(logits=logits, embeddings=emb, aux=aux)
 
+    def probe_features(self, out: Output) -> dict[str, Tensor]:
+        """The shared and specific features of each modality."""
+        return {f"{m}.{branch}": out.aux[branch][:, j] for j, m in enumerate(MODALITIES)
+                for branch in ("shared", "specific")}
+
     def losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:
         """``task`` + ``alpha`` DAO + ``beta`` DCO, masked by presence unless ``aux_on_absent``."""
         cfg = self.cfg

@@ -1,8 +1,12 @@
 """Significance statistics and robustness summaries, built only from run records.
 
 * **Per cell, against the best method** (:func:`compare_to_best`, used by ``mmbench table --stats``):
-  a two-sided Wilcoxon signed-rank test paired by training seed (default), or a paired bootstrap over
-  test samples from the saved ``<record>.npz`` predictions. p-values are Holm-adjusted within the row.
+  a two-sided Wilcoxon signed-rank test paired by training seed (default), a paired t-test by seed,
+  or, on the same test rows from the saved ``<record>.npz`` predictions, a paired bootstrap or an exact
+  McNemar test (these two measure test-sample noise only). p-values are Holm-adjusted within the row.
+  Every comparison also gets its **minimum detectable difference** (80 % power, alpha 0.05, from the
+  observed spread of the paired differences and the number of seeds; :mod:`mmbench.report.power`):
+  a method whose gap to the best is below it is marked *tied* (the design cannot separate them).
   Runs are paired only when their test masks are identical (``record["masks"]["test"]["hash"]``).
   With n paired seeds the smallest exact two-sided Wilcoxon p is 2/2^n: fewer than 6 seeds can never
   reach p < 0.05 (:func:`min_wilcoxon_p`), so with 3 seeds every method is "not significantly different".
@@ -31,9 +35,13 @@ from scipy import stats as sps
 from ..errors import MMBenchError
 from ..records import RunRecord
 from .frame import CELL_KEYS, records_frame
+from .power import mcnemar_counts_p, mcnemar_p, mdd, paired_t_p, seeds_needed
 from .tables import pivot, summarize
 
 DAGGER = {"md": "†", "latex": "$^\\dagger$", "html": "&dagger;", "csv": "†"}
+#: the mark of a method whose gap to the best is below the minimum detectable difference
+TIED = {"md": "≈", "latex": "$^{\\approx}$", "html": "&asymp;", "csv": "≈"}
+TESTS = ("wilcoxon", "ttest", "bootstrap", "mcnemar")
 CURVE_X = ("auto", "test_rate", "rate")
 DROP_REFERENCES = ("complete", "rate0")
 
@@ -220,10 +228,10 @@ def compare_to_best(records: list[RunRecord], metric: str | None = None, *, test
     Columns: the cell keys, ``method``, ``metric``, ``mean``, ``n`` (paired seeds), ``best``,
     ``p``, ``p_holm`` and ``tie`` (not the best and ``p_holm >= alpha``: marked with a dagger).
     """
-    if test not in ("wilcoxon", "bootstrap"):
-        raise MMBenchError(f"unknown test {test!r}; expected wilcoxon or bootstrap")
-    if test == "bootstrap" and predictions is None:
-        raise MMBenchError("the bootstrap test needs the predictions files (prediction_paths(results_dir))")
+    if test not in TESTS:
+        raise MMBenchError(f"unknown test {test!r}; expected one of {', '.join(TESTS)}")
+    if test in ("bootstrap", "mcnemar") and predictions is None:
+        raise MMBenchError(f"the {test} test needs the predictions files (prediction_paths(results_dir))")
     df = seed_frame(records, metric)
     check_pairing(df)
     rows = []
@@ -237,24 +245,50 @@ def compare_to_best(records: list[RunRecord], metric: str | None = None, *, test
         part = []
         for m, mean in means.items():
             both = wide[[best, m]].dropna()
+            diffs = (both[best] - both[m]).to_numpy(dtype=float)
             p = math.nan
             if m != best and test == "wilcoxon":
                 p = wilcoxon_p(both[best].to_numpy(), both[m].to_numpy())[1]
+            elif m != best and test == "ttest":
+                p = paired_t_p(both[best].to_numpy(), both[m].to_numpy())
             elif m != best:
                 task = str(cell["task"].iloc[0])
                 pairs = [(_load_predictions(_pred(predictions, ids.at[s, best])),
                           _load_predictions(_pred(predictions, ids.at[s, m]))) for s in both.index]
-                if pairs:
+                if pairs and test == "bootstrap":
                     p = paired_bootstrap_p(pairs, str(cell["metric"].iloc[0]), task, n_boot, seed)[1]
+                elif pairs:
+                    p = _mcnemar(pairs)
+            n = int(len(both))
+            sd = float(np.std(diffs, ddof=1)) if n > 1 else math.nan
+            gap = float(means[best] - mean)
+            row_mdd = mdd(sd, n) if m != best else math.nan
             part.append({**dict(zip(CELL_KEYS, keys, strict=True)), "method": m,
-                         "metric": cell["metric"].iloc[0],
-                         "mean": float(mean), "n": int(len(both)), "best": m == best, "p": p})
+                         "metric": cell["metric"].iloc[0], "mean": float(mean), "n": n, "best": m == best,
+                         "gap": gap, "sd_diff": sd, "mdd": row_mdd,
+                         "below_mdd": bool(m != best and np.isfinite(row_mdd) and gap < row_mdd),
+                         "seeds_needed": seeds_needed(gap, sd) if m != best and np.isfinite(sd) else None,
+                         "p": p})
         adj = holm([r["p"] for r in part])
         for r, pa in zip(part, adj, strict=True):
             r["p_holm"] = float(pa)
             r["tie"] = bool(not r["best"] and not math.isnan(pa) and pa >= alpha)
         rows.extend(part)
     return pd.DataFrame(rows)
+
+
+def _mcnemar(pairs: list[tuple[Predictions, Predictions]]) -> float:
+    """Exact McNemar p over the discordant test rows of every seed (counts pooled over seeds)."""
+    only_a = only_b = 0
+    for a, b in pairs:
+        if not (np.array_equal(a["index"], b["index"]) and np.array_equal(a["present"], b["present"])):
+            raise MMBenchError("McNemar test: the two runs' predictions cover different test rows or masks; "
+                               "they cannot be paired")
+        if a["y"].ndim != 1:
+            raise MMBenchError("McNemar test: defined for single-label tasks (per-row correct / wrong)")
+        x, y, _ = mcnemar_p(a["logits"].argmax(axis=1) == a["y"], b["logits"].argmax(axis=1) == b["y"])
+        only_a, only_b = only_a + x, only_b + y
+    return mcnemar_counts_p(only_a, only_b)
 
 
 def _pred(predictions: dict[str, Path] | None, run_id: str) -> Path:
@@ -268,9 +302,12 @@ def render_with_stats(records: list[RunRecord], fmt: str = "md", metric: str | N
                       test: str = "wilcoxon", alpha: float = 0.05, predictions: dict[str, Path] | None = None,
                       n_boot: int = 1000) -> tuple[str, pd.DataFrame]:
     """The comparison table of :func:`mmbench.report.tables.render` with a dagger on every method not
-    significantly different from the row's best (see :func:`compare_to_best`); also returns the tests.
+    significantly different from the row's best, ``≈`` on every method whose gap to the best is below
+    the minimum detectable difference, and the row's seeds and MDD (see :func:`compare_to_best`); also
+    returns the tests.
 
-    ``csv`` gets the columns ``p_vs_best``, ``p_holm`` and ``not_sig_vs_best`` instead of daggers.
+    ``csv`` gets the columns ``p_vs_best``, ``p_holm``, ``not_sig_vs_best``, ``mdd``, ``below_mdd`` and
+    ``seeds_needed`` instead of marks.
     """
     comp = compare_to_best(records, metric, test=test, alpha=alpha, predictions=predictions, n_boot=n_boot)
     summary = summarize(records, metric)
@@ -285,27 +322,47 @@ def render_with_stats(records: list[RunRecord], fmt: str = "md", metric: str | N
         summary["p_vs_best"] = [h.get("p", math.nan) for h in hits]
         summary["p_holm"] = [h.get("p_holm", math.nan) for h in hits]
         summary["not_sig_vs_best"] = [bool(h.get("tie", False)) for h in hits]
+        summary["mdd"] = [h.get("mdd", math.nan) for h in hits]
+        summary["below_mdd"] = [bool(h.get("below_mdd", False)) for h in hits]
+        summary["seeds_needed"] = pd.array([h.get("seeds_needed") for h in hits], dtype="Int64")
         return summary.to_csv(index=False, float_format="%.6f"), comp
     if fmt not in ("md", "latex", "html"):
         raise MMBenchError(f"unknown table format {fmt!r}; expected md, csv, latex or html")
     table = pivot(summary, fmt)
     groups = [keys for keys, _ in summary.groupby(CELL_KEYS, dropna=False, sort=True)]
     assert len(groups) == len(table), "pivot rows must follow the cell groups"
+    seeds_col, mdd_col = [], []
     for i, keys in enumerate(groups):
+        row_mdds = []
+        n_seeds = set()
         for m in table.columns:
             hit = tested.get(tuple(str(k) for k in (*keys, m)))
-            if hit is not None and hit["tie"]:
-                table.at[i, m] = f"{table.at[i, m]}{DAGGER[fmt]}"
+            if hit is None:
+                continue
+            n_seeds.add(int(hit["n"]))
+            if np.isfinite(hit["mdd"]):
+                row_mdds.append(100 * float(hit["mdd"]))
+            marks = (DAGGER[fmt] if hit["tie"] else "") + (TIED[fmt] if hit["below_mdd"] else "")
+            if marks:
+                table.at[i, m] = f"{table.at[i, m]}{marks}"
+        seeds_col.append("/".join(str(n) for n in sorted(n_seeds)) or "–")
+        mdd_col.append(f"{np.median(row_mdds):.2f}" if row_mdds else "–")
+    table["seeds"] = seeds_col
+    table["MDD (pp)"] = mdd_col
     metric_name = metric or ", ".join(sorted(summary["metric"].unique()))
-    how = ("two-sided Wilcoxon signed-rank test paired by seed" if test == "wilcoxon" else
-           f"two-sided paired bootstrap over test samples, {n_boot} replicates")
+    how = {"wilcoxon": "two-sided Wilcoxon signed-rank test paired by seed",
+           "ttest": "two-sided paired t-test by seed",
+           "bootstrap": f"two-sided paired bootstrap over test samples, {n_boot} replicates",
+           "mcnemar": "exact McNemar test on the same test rows, discordant rows pooled over seeds"}[test]
     caption = (f"Test {metric_name} (%), mean ± std over seeds; best per row in bold; † not significantly "
-               f"different from the best ({how}, Holm-adjusted within the row, alpha = {alpha:g}).")
+               f"different from the best ({how}, Holm-adjusted within the row, alpha = {alpha:g}); "
+               "≈ gap to the best below the minimum detectable difference (MDD: 80% power, alpha 0.05, "
+               "paired t-test at the observed spread of the per-seed differences; median over the row).")
     if fmt == "md":
         return caption + "\n\n" + table.to_markdown(index=False) + "\n", comp
     if fmt == "latex":
         body = table.to_latex(index=False, escape=False, column_format="l" * len(table.columns))
-        return f"% {caption.replace('†', 'dagger:')}\n{body}", comp
+        return f"% {caption.replace('†', 'dagger:').replace('≈', 'approx:')}\n{body}", comp
     return f"<p>{caption}</p>\n" + table.to_html(index=False, escape=False), comp
 
 
