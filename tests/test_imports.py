@@ -1,8 +1,8 @@
-"""Commands that only read configs or records never import torch (or timm).
+"""Commands that only read configs or records never import torch (nor timm, nor scikit-learn).
 
 ``import mmbench.cli`` and ``--help``, ``table``, ``check``, ``stats``, ``validate`` and ``ls`` of
 protocols, methods, heads, balancers and encoders are run in one fresh interpreter, in-process, on
-the historic record fixtures; after each, ``sys.modules`` must hold neither torch nor timm, and the
+the historic record fixtures; after each, ``sys.modules`` must hold none of torch, timm and scikit-learn, and the
 command must have succeeded (a command that failed early proves nothing). Their latency against
 ``python -c "import pandas"`` is measured by ``benchmarks/cli_latency.py``.
 """
@@ -18,7 +18,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RECORDS = ROOT / "tests" / "fixtures" / "historic_results" / "v1-8f2379f"
 REFERENCE = ROOT / "tests" / "fixtures" / "golden" / "v1-8f2379f.csv"
-HEAVY = ("torch", "timm")
+HEAVY = ("torch", "timm", "sklearn")
 
 #: the commands, as argv after ``mmbench``
 COMMANDS: list[list[str]] = [
