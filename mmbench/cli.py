@@ -33,6 +33,11 @@ class ExecutorName(str, Enum):
     slurm = "slurm"
 
 
+class Regime(str, Enum):
+    fair = "fair"
+    paper = "paper"
+
+
 class TableFormat(str, Enum):
     md = "md"
     csv = "csv"
@@ -71,6 +76,7 @@ class Listable(str, Enum):
     heads = "heads"
     balancers = "balancers"
     encoders = "encoders"
+    defaults = "defaults"
 
 
 class Metric(str, Enum):
@@ -160,6 +166,7 @@ def run(
     head: Annotated[str | None, typer.Option(help="Output head replacing the method's classifier (e.g. dpl; see `mmbench ls heads`).")] = None,
     balancer: Annotated[str | None, typer.Option(help="Training balancer (e.g. mce; see `mmbench ls balancers`).")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a spec key, e.g. train.epochs=5, method.params.num_prototypes=10, head.params.supcon_weight=0.5 (repeatable).")] = None,
+    regime: Annotated[Regime | None, typer.Option(help="fair: every method trains with the card's settings and budget (stages split it); paper: each method's published recipe (docs/training.md). Default: the protocol's, else fair.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Re-run cells whose record already exists.")] = False,
     config_dir: ConfigDirOpt = None,
     data_root: DataRootOpt = None,
@@ -200,12 +207,13 @@ def run(
     req = GridRequest(methods=method or [], datasets=dataset or [], scenario=scenario, rate=rate,
                       test_rate=test_rate, rates=parse_rates(rates, "--rates"),
                       test_rates=parse_rates(test_rates, "--test-rates"), seeds=seeds, sim_seed=sim_seed,
-                      protocol=protocol, head=head, balancer=balancer, set=set_ or [], config_dir=config_dir)
+                      protocol=protocol, head=head, balancer=balancer, set=set_ or [], config_dir=config_dir,
+                      regime=_value(regime))
     plan = build_plan(req)
     runner = make_executor(executor.value, jobs=jobs, gpus=[g.strip() for g in gpus.split(",")] if gpus else None,
                            slurm=slurm_opts)
     if dry_run:
-        _print_plan(plan, output_dir)
+        _print_plan(plan, output_dir, config_dir)
         return
     _run_plan(plan, runner, output_dir, force, data_root)
 
@@ -315,7 +323,8 @@ def _one_line(o: Any) -> str:
     return f"{state} {spec.label} on {spec.dataset.name} · {spec.missing.describe('test')} · seed {spec.train_seed}: {tail}"
 
 
-def _print_plan(plan: Any, output_dir: Path) -> None:
+def _print_plan(plan: Any, output_dir: Path, config_dir: list[str] | None = None) -> None:
+    from .config import budget_summary
     from .plan import plan_status
     from .records import record_path
     from .typed import dump
@@ -329,15 +338,19 @@ def _print_plan(plan: Any, output_dir: Path) -> None:
         t.add_row(s.label, s.dataset.name, s.missing.describe("train"), s.missing.describe("test"),
                   str(s.train_seed), s.run_id[:8], state)
     console.print(t)
-    settings: dict[str, list[str]] = {}
+    settings: dict[tuple[str, str], list[str]] = {}
     for s in plan.specs:
-        key = ", ".join(f"{k}={v}" for k, v in dump(s.train).items())
-        settings.setdefault(key, []).append(s.label)
+        train = dump(s.train)
+        stages = train.pop("stages")
+        key = ", ".join(f"{k}={v}" for k, v in train.items()) + "".join(
+            f"; {name}: " + ", ".join(f"{k}={v}" for k, v in over.items()) for name, over in stages.items())
+        settings.setdefault((f"regime={s.regime}, {key}", budget_summary(s, config_dir)), []).append(s.label)
     t = Table(title="Resolved trainer settings", show_lines=True)
     t.add_column("methods")
     t.add_column("train")
-    for key, labels in settings.items():
-        t.add_row(", ".join(dict.fromkeys(labels)), key)
+    t.add_column("budget")
+    for (key, budget), labels in settings.items():
+        t.add_row(", ".join(dict.fromkeys(labels)), key, budget)
     console.print(t)
     if plan.specs:
         console.print(f"records go to {record_path(output_dir, plan.specs[0]).parents[1]}")
@@ -477,7 +490,7 @@ def ls(
     config_dir: ConfigDirOpt = None,
     data_root: DataRootOpt = None,
 ) -> None:
-    """List registered methods, datasets, protocols, heads, balancers or encoders."""
+    """List registered methods, datasets, protocols, heads, balancers or encoders, or print the trainer defaults."""
     from .config import list_names, load_component, load_dataset, load_method, load_protocol
     from .registry import ENCODERS
 
@@ -513,6 +526,12 @@ def ls(
         for n in reg.names():
             comp = load_component(what.value, n, config_dir)
             t.add_row(n, comp.description, comp.cite)
+    elif what is Listable.defaults:
+        from .regime import DEFAULTS_FILE
+
+        console.print(f"# {DEFAULTS_FILE} (the trainer defaults; docs/training.md)", highlight=False)
+        console.print(DEFAULTS_FILE.read_text(), highlight=False, markup=False)
+        return
     else:
         t.add_column("name")
         t.add_column("config")
@@ -534,6 +553,15 @@ def _found(card: Any, root: str | None) -> str:
         return "no"
 
 
+def _check_defaults() -> None:
+    """``configs/defaults.yaml`` validates as trainer settings."""
+    from .config import TrainConfig
+    from .regime import DEFAULTS_FILE, trainer_defaults
+    from .typed import validate as check
+
+    check(TrainConfig, trainer_defaults(), str(DEFAULTS_FILE))
+
+
 @app.command()
 def validate(
     paths: Annotated[list[Path] | None, typer.Argument(help="YAML files or folders (default: every packaged config).")] = None,
@@ -552,6 +580,9 @@ def validate(
                "balancers": lambda f, d: load_component("balancers", f, d)}
     for f in files:
         kind = f.parent.name
+        if f.resolve() == (PACKAGE_CONFIGS / "defaults.yaml").resolve():
+            _check_defaults()
+            continue
         if kind not in loaders:
             raise MMBenchError(f"{f}: cannot tell its kind (expected it inside a methods/, datasets/, protocols/, "
                                "heads/ or balancers/ folder)")

@@ -1,8 +1,9 @@
 """YAML configs -> typed objects -> a frozen, hashed :class:`~mmbench.spec.RunSpec`.
 
-Precedence (dinov2 style): code defaults < dataset card ``train:`` < method YAML ``train:`` <
-protocol ``set:`` < CLI ``--set key=value``. A head or balancer named by a method YAML, ``--head``,
-``--balancer`` or ``--set head=...`` starts from its own ``heads/<name>.yaml`` /
+Precedence (dinov2 style): ``configs/defaults.yaml`` < dataset card ``train:`` < (``--regime paper``
+only) the method YAML's ``paper:`` block < protocol ``set:`` < CLI ``--set key=value``; a method YAML
+cannot set ``train:`` (:mod:`mmbench.regime`, docs/training.md). A head or balancer named by a
+method YAML, ``--head``, ``--balancer`` or ``--set head=...`` starts from its own ``heads/<name>.yaml`` /
 ``balancers/<name>.yaml`` (the paper's values), then the method YAML's ``head_params`` /
 ``balancer_params`` for that same component, then ``--set head.params.X=...`` — in that order,
 whatever the order of the flags.
@@ -19,6 +20,7 @@ canonical key                   short form
 ``dataset.hidden``              ``hidden``
 ``encoders.<image|tabular>.X``
 ``train.X``
+``train.stages.<stage>.X``       (a stage of a multi-stage method)
 ==============================  ==========================================
 
 Values are YAML with the YAML 1.2 number rule (``1e-3`` is a number). Config folders: the packaged
@@ -40,6 +42,7 @@ from pydantic import Field
 from .encoders.config import EncodersConfig
 from .errors import ConfigError
 from .protocols import MissingSpec
+from .regime import DEFAULT_REGIME, FairRule, PaperRecipe, Regime, apply_budget, check_regime, trainer_defaults
 from .registry import BALANCERS, DATASETS, ENCODERS, HEADS, METHODS
 from .spec import SCHEMA_VERSION, Component, DatasetSpec, RunSpec, canonical_json, spec_hash
 from .typed import Bool, NonNegFloat, NonNegInt, PosFloat, PosInt, config, dump, validate
@@ -53,21 +56,43 @@ KINDS = ("methods", "datasets", "protocols", "heads", "balancers")
 MAX_EXPANSION = 10_000
 
 
+#: Trainer settings a stage of a multi-stage method may set for itself (``train.stages.<stage>.X``).
+STAGE_KEYS: tuple[str, ...] = ("epochs", "batch_size", "optimizer", "lr", "betas", "momentum", "nesterov",
+                               "weight_decay", "scheduler", "warmup_epochs", "decay_start", "step_epochs",
+                               "step_gamma", "poly_power", "patience", "min_epochs", "grad_clip")
+Beta = Annotated[float, Field(ge=0, lt=1)]
+
+
 @config
 class TrainConfig:
-    """Optimisation, early stopping and device settings of one run."""
+    """Optimisation, early stopping and device settings of one run.
+
+    The defaults are stated (with why) in ``configs/defaults.yaml``; a test checks the two agree.
+    ``stages`` holds the settings of each stage of a multi-stage method that differ from the run's
+    (``{"pretrain": {"epochs": 4}, "student": {"epochs": 8, "betas": [0.5, 0.999]}}``); the regime
+    fills the stage epochs (:mod:`mmbench.regime`). :meth:`for_stage` merges them.
+    """
 
     epochs: PosInt = 20
     batch_size: Annotated[int, Field(ge=2, strict=True)] = 64
     eval_batch_size: PosInt = 256
     optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
     lr: PosFloat = 1e-3
+    betas: tuple[Beta, Beta] = (0.9, 0.999)
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    nesterov: Bool = False
     weight_decay: NonNegFloat = 1e-4
-    scheduler: Literal["cosine", "constant"] = "cosine"
+    scheduler: Literal["cosine", "constant", "linear", "step", "poly"] = "cosine"
     warmup_epochs: NonNegInt = 0
+    decay_start: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    step_epochs: PosInt = 30
+    step_gamma: PosFloat = 0.1
+    poly_power: PosFloat = 0.9
     patience: PosInt = 5
     min_epochs: PosInt = 1
     grad_clip: NonNegFloat = 1.0
+    stage_selection: Literal["all", "last"] = "all"
+    stages: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     device: str = "auto"
     amp: Bool = True
     num_threads: NonNegInt = 0
@@ -76,6 +101,30 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
             raise ConfigError(f"train.device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ConfigError("nesterov needs optimizer sgd with momentum > 0")
+        typed = {}
+        for name, over in self.stages.items():
+            if not isinstance(over, dict):
+                raise ConfigError(f"stages.{name}: expected a mapping of trainer settings, got {over!r}")
+            bad = sorted(set(over) - set(STAGE_KEYS))
+            if bad:
+                raise ConfigError(f"stages.{name}: {bad[0]!r} cannot be set per stage; expected one of "
+                                  f"{', '.join(STAGE_KEYS)}")
+            merged = validate(TrainConfig, {**self._base(), **over}, f"stages.{name}")
+            typed[name] = {k: dump(getattr(merged, k)) for k in over}  # canonical values (hash-stable)
+        object.__setattr__(self, "stages", typed)
+
+    def _base(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "stages"}
+
+    def for_stage(self, name: str) -> TrainConfig:
+        """The settings stage ``name`` trains with: the run's, with the stage's own on top."""
+        return validate(TrainConfig, {**self._base(), **self.stages.get(name, {})}, f"train.stages.{name}")
+
+    def stage_epochs(self) -> dict[str, int]:
+        """Epochs per stage where the stages are set (empty for a single-stage method)."""
+        return {n: int(o.get("epochs", self.epochs)) for n, o in self.stages.items()}
 
 
 @config
@@ -92,7 +141,8 @@ class MethodConfig:
     head_params: dict[str, Any] = dataclasses.field(default_factory=dict)
     balancer: str = "none"
     balancer_params: dict[str, Any] = dataclasses.field(default_factory=dict)
-    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fair: FairRule = dataclasses.field(default_factory=FairRule)
+    paper: PaperRecipe = dataclasses.field(default_factory=PaperRecipe)
 
 
 @config
@@ -104,6 +154,7 @@ class ComponentConfig:
     description: str = ""
     notes: str = ""
     params: dict[str, Any] = dataclasses.field(default_factory=dict)
+    fair: FairRule = dataclasses.field(default_factory=FairRule)
 
 
 @config
@@ -138,6 +189,7 @@ class ProtocolConfig:
     test_rates: list[Any] | None = None
     seeds: list[NonNegInt] = dataclasses.field(default_factory=lambda: [0])
     set: dict[str, Any] = dataclasses.field(default_factory=dict)
+    regime: Regime = DEFAULT_REGIME
 
     def cells(self) -> list[MissingSpec]:
         """Every missingness cell of the grid (``none`` contributes a single cell)."""
@@ -281,11 +333,50 @@ def _load(kind: str, name: str, cls: type, extra: list[str] | None, required_key
 
 # ------------------------------------------------------------------------------------------ methods
 def load_method(name: str, extra: list[str] | None = None) -> MethodConfig:
-    """Load and validate ``methods/<name>.yaml`` (params against the method's config class)."""
-    mc, where = _load("methods", name, MethodConfig, extra, "impl")
+    """Load and validate ``methods/<name>.yaml``: params against the method's config class, its ``fair:``
+    rule (stages of a multi-stage method, parameters counted in epochs) and its ``paper:`` recipe."""
+    path = find_config("methods", name, extra)
+    data = load_yaml(path)
+    data.setdefault("name", path.stem)
+    where = _where(path)
+    if "impl" not in data:
+        raise ConfigError(f"{where}: missing key 'impl'")
+    if "train" in data:
+        raise ConfigError(f"{where}: train: a method YAML cannot set trainer settings (every method trains with "
+                          "the same ones under --regime fair); put the paper's under paper: train: "
+                          "(used by --regime paper), or set them on the dataset card or with --set train.X")
+    mc = validate(MethodConfig, data, where)
     method_parts(mc.impl, mc.params, mc.head, mc.head_params, mc.balancer, mc.balancer_params, where, extra)
-    validate(TrainConfig, mc.train, f"{where}: train")
+    check_fair_rule(mc.fair, METHODS.config(mc.impl), f"{where}: fair")
+    declared = getattr(METHODS.config(mc.impl), "STAGES", ())
+    if tuple(mc.fair.stages) != tuple(declared):
+        raise ConfigError(f"{where}: fair.stages: method {mc.impl!r} trains in "
+                          + (f"the stages {', '.join(declared)} (in this order): give each its share of train.epochs"
+                             if declared else "one stage: remove fair.stages"))
+    if mc.paper.params:
+        validate(METHODS.config(mc.impl), {**mc.params, **mc.paper.params}, f"{where}: paper.params")
+    paper_train = validate(TrainConfig, _deep_merge(trainer_defaults(), mc.paper.train), f"{where}: paper.train")
+    extra_stages = sorted(set(paper_train.stages) - set(declared))
+    if extra_stages:
+        raise ConfigError(f"{where}: paper.train.stages.{extra_stages[0]}: not a stage of method {mc.impl!r}"
+                          + (f" (stages: {', '.join(declared)})" if declared else " (it trains in one stage)"))
+    raw_stages = mc.paper.train.get("stages") or {}
+    published = {n: raw_stages[n]["epochs"] for n in declared if "epochs" in raw_stages.get(n, {})}
+    if published and (len(published) != len(declared) or mc.paper.train.get("epochs") != sum(published.values())):
+        raise ConfigError(f"{where}: paper.train: give the published epochs of every stage "
+                          f"({', '.join(declared)}) and their sum as epochs; got stages {published} and "
+                          f"epochs {mc.paper.train.get('epochs')}")
     return mc
+
+
+def check_fair_rule(rule: FairRule, cfg_cls: type, where: str) -> None:
+    """``fair.params`` names fields of ``cfg_cls`` (parameters counted in epochs)."""
+    from .typed import field_names
+
+    known = field_names(cfg_cls)
+    for p in rule.params:
+        if p not in known:
+            raise ConfigError(f"{where}.params.{p}: not a parameter of {cfg_cls.__name__} (known: {', '.join(known)})")
 
 
 def load_component(kind: Literal["heads", "balancers"], name: str, extra: list[str] | None = None) -> ComponentConfig:
@@ -301,6 +392,9 @@ def load_component(kind: Literal["heads", "balancers"], name: str, extra: list[s
     except ConfigError as exc:
         raise ConfigError(f"{where}: name: {exc}") from None
     validate(cfg, comp.params, f"{where}: params")
+    if comp.fair.stages:
+        raise ConfigError(f"{where}: fair.stages: only a method trains in stages; a {kind[:-1]} takes fair.params")
+    check_fair_rule(comp.fair, cfg, f"{where}: fair")
     return comp
 
 
@@ -337,6 +431,10 @@ def load_dataset(name: str, extra: list[str] | None = None) -> DatasetCard:
     adapter_options(card, where)
     encoders_config(card, where)
     validate(TrainConfig, card.train, f"{where}: train")
+    if "stages" in card.train:
+        raise ConfigError(f"{where}: train.stages: a dataset card sets the run's budget (train.epochs), which "
+                          "multi-stage methods split between their stages; per-stage settings belong to a method's "
+                          "paper: block or to --set train.stages.<stage>.X")
     return card
 
 
@@ -431,9 +529,11 @@ def canonical_key(key: str) -> tuple[str, ...]:
         raise ConfigError(f"--set {key}: expected encoders.<image|tabular>.<field>")
     if head == "train" and len(rest) == 1:
         return parts
+    if head == "train" and len(rest) == 3 and rest[0] == "stages":
+        return parts
     raise ConfigError(f"--set {key}: unknown key; expected a path of the spec tree starting with "
                       f"{', '.join(_ROOTS)} (short forms: params.X, head=NAME, head.X, balancer=NAME, "
-                      "balancer.X, data.X, hidden)")
+                      "balancer.X, data.X, hidden; per stage: train.stages.<stage>.X)")
 
 
 def _put(tree: dict, path: tuple[str, ...], value: Any) -> None:
@@ -462,24 +562,37 @@ def _split_overrides(overrides: dict[str, Any]) -> tuple[dict[str, str], list[tu
 # ------------------------------------------------------------------------------------------- resolve
 def resolve(method: str, dataset: str, missing: MissingSpec, seed: int, *,
             overrides: dict[str, Any] | None = None, sim_seed: int | None = None,
-            config_dir: list[str] | None = None) -> RunSpec:
-    """Merge method YAML, dataset card, overrides and the cell into a validated :class:`RunSpec`."""
+            config_dir: list[str] | None = None, regime: str = DEFAULT_REGIME) -> RunSpec:
+    """Merge method YAML, dataset card, regime, overrides and the cell into a validated :class:`RunSpec`.
+
+    Trainer settings: ``configs/defaults.yaml`` < card ``train:`` < (``paper`` only) the method YAML's
+    ``paper: train:`` < overrides; then the budget-derived values (stage epochs, ``fair: params:``) are
+    filled from the final ``train.epochs`` (:func:`mmbench.regime.apply_budget`).
+    """
+    check_regime(regime)
     mc = load_method(method, config_dir)
     card = load_dataset(dataset, config_dir)
     names, rest = _split_overrides(overrides or {})
     head, balancer = names.get("head", mc.head), names.get("balancer", mc.balancer)
+    params, train = dict(mc.params), _deep_merge(trainer_defaults(), card.train)
+    if regime == "paper":
+        params.update(mc.paper.params)
+        train = _deep_merge(train, mc.paper.train)
     tree: dict[str, Any] = {
-        "method": {"params": dict(mc.params)},
+        "method": {"params": params},
         "head": {"params": component_params("heads", head, mc.head, mc.head_params, config_dir)},
         "balancer": {"params": component_params("balancers", balancer, mc.balancer, mc.balancer_params,
                                                 config_dir)},
         "dataset": {"hidden": card.hidden, "options": dict(card.options)},
         "encoders": copy.deepcopy(card.encoders),
-        "train": _deep_merge(dict(card.train), dict(mc.train)),
+        "train": train,
     }
     for path, value in rest:
         _put(tree, path, value)
     where = f"{method} on {dataset}:"
+    validate(TrainConfig, tree["train"], f"{where} train")  # train.epochs is sound before the budget uses it
+    apply_budget(tree, regime, mc.fair, load_component("balancers", balancer, config_dir).fair, mc.paper.train,
+                 {path for path, _ in rest}, where)
     params = validate(METHODS.config(mc.impl), tree["method"]["params"], f"{where} method.params")
     head_params = validate(HEADS.config(head), tree["head"]["params"], f"{where} head.params")
     bal_params = validate(BALANCERS.config(balancer), tree["balancer"]["params"], f"{where} balancer.params")
@@ -489,7 +602,7 @@ def resolve(method: str, dataset: str, missing: MissingSpec, seed: int, *,
                       f"{where} dataset").hidden
     options = validate(DATASETS.config(card.adapter), tree["dataset"]["options"], f"{where} dataset.options")
     encoders = typed_encoders(tree["encoders"], f"{method} on {dataset}")
-    train = validate(TrainConfig, tree["train"], f"{where} train")
+    train_cfg = validate(TrainConfig, tree["train"], f"{where} train")
     return RunSpec(
         method=Component(mc.name, mc.impl, METHODS.version(mc.impl), params),
         head=Component(head, head, HEADS.version(head), head_params),
@@ -498,9 +611,10 @@ def resolve(method: str, dataset: str, missing: MissingSpec, seed: int, *,
                             card.primary_metric, hidden, options),
         encoders=encoders,
         missing=missing,
-        train=train,
+        train=train_cfg,
         train_seed=int(seed),
         sim_seed=int(seed if sim_seed is None else sim_seed),
+        regime=regime,
     )
 
 
@@ -530,6 +644,23 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def spec_summary(spec: RunSpec) -> dict[str, Any]:
-    """The resolved settings a dry run shows (trainer settings included)."""
+    """The resolved settings a dry run shows (regime and trainer settings included)."""
     return {"run_id": spec.run_id, "method": spec.label, "dataset": spec.dataset.name,
-            "cell": spec.missing.describe(), "seed": spec.train_seed, "train": dump(spec.train)}
+            "cell": spec.missing.describe(), "seed": spec.train_seed, "regime": spec.regime,
+            "train": dump(spec.train)}
+
+
+def budget_summary(spec: RunSpec, config_dir: list[str] | None = None) -> str:
+    """How the run's epochs are spent: ``pretrain 4 + student 8 epochs``, and the parameters counted in
+    epochs (``fair: params:`` of the method and balancer YAMLs) with their resolved values."""
+    stages = spec.train.stage_epochs()
+    parts = [" + ".join(f"{n} {e}" for n, e in stages.items()) + " epochs" if stages else f"{spec.train.epochs} epochs"]
+    try:
+        mc = load_method(spec.method.name, config_dir)
+        bal = load_component("balancers", spec.balancer.name, config_dir)
+    except ConfigError:  # a method given as a path, listed from another folder
+        return parts[0]
+    rules = (("method", spec.method.params, mc.fair), ("balancer", spec.balancer.params, bal.fair))
+    for section, params, rule in rules:
+        parts += [f"{section}.{p}={getattr(params, p)}" for p in rule.params]
+    return "; ".join(parts)

@@ -18,6 +18,7 @@ from .config import MAX_EXPANSION, load_protocol, parse_seeds, parse_set, resolv
 from .errors import ConfigError
 from .protocols import MissingSpec
 from .records import existing_ok, record_path, superseded, version_change
+from .regime import DEFAULT_REGIME
 from .spec import RunSpec
 
 
@@ -39,6 +40,7 @@ class GridRequest:
     balancer: str | None = None
     set: list[str] = field(default_factory=list)
     config_dir: list[str] | None = None
+    regime: str | None = None  # None: the protocol's regime:, else fair
 
 
 @dataclass
@@ -135,7 +137,9 @@ def build_plan(req: GridRequest) -> Plan:
         raise ConfigError(f"the grid has {n} runs ({len(methods)} method(s) x {len(datasets)} dataset(s) x "
                           f"{len(cells)} cell(s) x {len(seeds)} seed(s)), more than the {MAX_EXPANSION} one "
                           "command may plan; split it")
-    specs = [resolve(m, d, cell, s, overrides=overrides, sim_seed=req.sim_seed, config_dir=req.config_dir)
+    regime = req.regime or (load_protocol(req.protocol, req.config_dir).regime if req.protocol else DEFAULT_REGIME)
+    specs = [resolve(m, d, cell, s, overrides=overrides, sim_seed=req.sim_seed, config_dir=req.config_dir,
+                     regime=regime)
              for d in datasets for m in methods for cell in cells for s in seeds]
     for device in sorted({s.train.device for s in specs}):
         check_device(device)

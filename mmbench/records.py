@@ -8,7 +8,8 @@ the run is complete.
 
 Schema history (``schema_version``): 1 = the first release (head and balancer inside ``spec.method``,
 no code versions); 2 = components as ``spec.head`` / ``spec.balancer`` with their ``version``, and the
-``training_id``, ``diagnostics``, ``regret``, ``data_fingerprint`` and ``feature_cache`` fields.
+``training_id``, ``diagnostics``, ``regret``, ``data_fingerprint``, ``feature_cache`` and ``selection``
+fields.
 Version-1 records are migrated on read, so they keep loading and tabulating as before; a record of a
 newer schema than this mmbench is refused with a message to upgrade.
 
@@ -88,6 +89,28 @@ class MaskSummary(_Model):
     natural_absent: dict[str, int] = Field(default_factory=dict)
 
 
+class StageSelection(_Model):
+    """One training stage as the final-weight selection saw it."""
+
+    stage: str
+    epochs: int  # epochs trained (early stopping may end a stage before its budget)
+    best_epoch: int | None = None  # 1-based index into the run's curves
+    best_val: float | None = None
+    candidate: bool  # whether its weights could be the ones tested
+    why_not: str | None = None  # why not, when they could not
+
+
+class Selection(_Model):
+    """Which weights were tested: the best validation epoch over every stage that can predict
+    (``rule: all``) or of the last stage (``last``), with each stage's best."""
+
+    rule: Literal["all", "last"]
+    stage: str
+    epoch: int  # 1-based index into the curves (= best_epoch)
+    val: float | None = None
+    stages: list[StageSelection] = Field(default_factory=list)
+
+
 class RunRecord(_Model):
     """One run: what was run (``spec``), how it went (``status``, ``curves``), what it scored."""
 
@@ -105,6 +128,7 @@ class RunRecord(_Model):
     masks: dict[str, MaskSummary] = Field(default_factory=dict)
     curves: list[dict[str, Any]] = Field(default_factory=list)
     best_epoch: int | None = None
+    selection: Selection | None = None
     diagnostics: dict[str, Any] | None = None
     #: cross-validated linear-probe R² of each true latent factor from each feature group (mmbench.probes)
     probes: dict[str, dict[str, Number]] | None = None

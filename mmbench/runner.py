@@ -159,7 +159,7 @@ def _execute_locked(spec: RunSpec, path: Path, *, force: bool, root: str | None,
         }
         result = fit(pipeline, loaders, train_cfg, primary_metric=spec.dataset.primary_metric, task=info.task,
                      on_epoch=on_epoch)
-        fields["curves"], fields["best_epoch"] = result.curves, result.best_epoch
+        fields["curves"], fields["best_epoch"], fields["selection"] = result.curves, result.best_epoch, result.selection
         t_eval = time.perf_counter()
         save_aux = tuple(getattr(pipeline.method, "save_aux", ()))
         val = predict(pipeline, loaders["val"], amp=train_cfg.amp)

@@ -3,7 +3,8 @@
 A :class:`RunSpec` holds everything that determines a run's numbers: the method, head and balancer
 (each with its registered implementation's behaviour ``version`` and typed params), the dataset
 (adapter, its ``version`` and typed options), the encoders, the missingness cell, the training
-settings, the seeds, the record schema and the mmbench version. Its canonical JSON is the tree the
+settings and the regime that resolved them (``fair`` / ``paper``), the seeds, the record schema and
+the mmbench version. Its canonical JSON is the tree the
 run record stores under ``spec``, and the first 16 hex digits of its sha256 are the run id: the same
 spec gives the same id in any process, and any change (including a code version) gives a new one.
 
@@ -68,6 +69,7 @@ class RunSpec:
     train: Any  # mmbench.config.TrainConfig
     train_seed: int
     sim_seed: int
+    regime: str = "fair"  # mmbench.regime.REGIMES: fair (one budget for every method) or paper
     schema_version: int = SCHEMA_VERSION
     mmbench_version: str = __version__
 
@@ -77,7 +79,7 @@ class RunSpec:
             "method": dump(self.method), "head": _component_dict(self.head),
             "balancer": _component_dict(self.balancer), "dataset": dump(self.dataset),
             "encoders": dump(self.encoders), "missing": dump(self.missing), "train": dump(self.train),
-            "train_seed": self.train_seed, "sim_seed": self.sim_seed,
+            "train_seed": self.train_seed, "sim_seed": self.sim_seed, "regime": self.regime,
             "schema_version": self.schema_version, "mmbench_version": self.mmbench_version,
         }
 
@@ -119,7 +121,7 @@ class RunSpec:
             missing=MissingSpec(missing["scenario"], missing["rate"], dict(missing["rates"]), missing["test_rate"],
                                 None if missing["test_rates"] is None else dict(missing["test_rates"])),
             train=validate(TrainConfig, d["train"], "spec.train"),
-            train_seed=int(d["train_seed"]), sim_seed=int(d["sim_seed"]),
+            train_seed=int(d["train_seed"]), sim_seed=int(d["sim_seed"]), regime=str(d.get("regime", "fair")),
             schema_version=int(d["schema_version"]), mmbench_version=str(d["mmbench_version"]),
         )
 

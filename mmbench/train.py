@@ -1,8 +1,10 @@
 """The training / early-stopping / evaluation loop.
 
-One optimiser per stage over the parameters that require grad, a cosine (or constant) schedule
-with optional warm-up, gradient clipping, bf16 autocast on CUDA, early stopping on the validation
-primary metric with the best weights restored, and a non-finite loss that fails the run cleanly.
+One optimiser per stage over the parameters that require grad, each stage with its own settings
+(``TrainConfig.for_stage``: epochs, batch size, optimiser, schedule with optional warm-up, clipping,
+early stopping), bf16 autocast on CUDA, early stopping on the validation primary metric, the best
+validation epoch over every stage kept for testing (``stage_selection``), and a non-finite loss that
+fails the run cleanly.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from torch import Tensor
 from .config import TrainConfig
 from .data.base import Split
 from .data.batch import Batch
-from .errors import RunFailed
+from .errors import ConfigError, RunFailed
 from .metrics import compute_metrics
 from .models.base import Stage
 from .pipeline import Pipeline
@@ -115,7 +117,7 @@ def predict(pipeline: Pipeline, loader: Loader, amp: bool = False, save_aux: tup
 
 @dataclass
 class FitResult:
-    """What training produced."""
+    """What training produced; ``selection`` says which stage and epoch the kept weights come from."""
 
     curves: list[dict[str, Any]]
     best_epoch: int
@@ -123,28 +125,46 @@ class FitResult:
     train_seconds: float
     samples_seen: int
     steps: int
+    selection: dict[str, Any] = field(default_factory=dict)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    """The run's optimiser. Adam/AdamW use PyTorch's fused kernel where every parameter allows it
-    (floating point, on CPU or CUDA): the same update rule, several times faster than the
+    """The stage's optimiser (``optimizer``, ``lr``, ``weight_decay``; ``betas`` for Adam/AdamW,
+    ``momentum`` and ``nesterov`` for SGD). Adam/AdamW use PyTorch's fused kernel where every parameter
+    allows it (floating point, on CPU or CUDA): the same update rule, several times faster than the
     per-parameter loop on CPU."""
     fused = bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    betas = (float(cfg.betas[0]), float(cfg.betas[1]))
     if cfg.optimizer == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
+        return torch.optim.AdamW(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused or None)
     if cfg.optimizer == "adam":
-        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused or None)
-    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=0.9)
+        return torch.optim.Adam(params, lr=cfg.lr, betas=betas, weight_decay=cfg.weight_decay, fused=fused or None)
+    return torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov)
 
 
-def _schedule(cfg: TrainConfig, total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+def lr_factor(cfg: TrainConfig, total_steps: int, warmup_steps: int, steps_per_epoch: int) -> Callable[[int], float]:
+    """Multiplier of the learning rate at optimiser step ``step`` (0-based) of a stage.
+
+    A linear warm-up over ``warmup_steps``, then, with ``p`` the progress through the remaining steps:
+    ``cosine`` ``(1 + cos(pi p)) / 2``; ``constant`` 1; ``linear`` 1 until ``p = decay_start``, then
+    linearly to 0 at the end (per step; MMIN's per-epoch rule ends one decay step above 0); ``step``
+    ``step_gamma ** (epoch // step_epochs)`` (PyTorch's StepLR stepped per epoch); ``poly``
+    ``(1 - p) ** poly_power``.
+    """
     def factor(step: int) -> float:
         if warmup_steps and step < warmup_steps:
             return (step + 1) / warmup_steps
         if cfg.scheduler == "constant":
             return 1.0
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+        if cfg.scheduler == "step":
+            return cfg.step_gamma ** (step // max(1, steps_per_epoch) // cfg.step_epochs)
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        if cfg.scheduler == "linear":
+            return 1.0 if progress <= cfg.decay_start else (1.0 - progress) / (1.0 - cfg.decay_start)
+        if cfg.scheduler == "poly":
+            return (1.0 - progress) ** cfg.poly_power
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
     return factor
 
 
@@ -157,18 +177,45 @@ def count_rows(loader: Loader, rows: Callable[[Batch], Tensor]) -> int:
     return total
 
 
+@dataclass
+class _Best:
+    """The best validation epoch so far over the stages whose weights can be kept."""
+
+    score: float
+    stage: int
+    epoch: int  # 1-based index into the curves
+    state: dict[str, Any]
+
+
 def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, primary_metric: str,
         task: str, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
-    """Train every stage of the method; keep the best validation epoch of stages that select."""
+    """Train every stage of the method, each with its settings (``cfg.for_stage``), and keep the best
+    validation epoch over every stage that can predict (``stage_selection: all``; a tie goes to the later
+    stage) or of the last stage (``last``)."""
     method = pipeline.method
     device_type = loaders["train"].device.type
-    use_amp = cfg.amp and device_type == "cuda"
     pipeline.balancer.setup(pipeline, loaders)
     curves: list[dict[str, Any]] = []
-    best_epoch, best_val = -1, None
     start, samples, steps = time.perf_counter(), 0, 0
     stages: list[Stage] = method.stages()
-    for stage in stages:
+    names = [st.name for st in stages]
+    unknown = [n for n in cfg.stages if n not in names]
+    if unknown:
+        raise ConfigError(f"train.stages.{unknown[0]}: {type(method).__name__} has no such stage "
+                          f"(stages: {', '.join(names)})")
+    unset = [st.name for st in stages if "epochs" not in cfg.stages.get(st.name, {}) and st.epochs is None]
+    if len(stages) > 1 and unset:
+        raise ConfigError(f"train.stages.{unset[0]}.epochs: {type(method).__name__} trains in the stages "
+                          f"{', '.join(names)}; each needs its epochs (resolve() splits train.epochs by the "
+                          "method YAML's fair: stages)")
+    last = len(stages) - 1
+    across = cfg.stage_selection == "all" and stages[last].select_best
+    best: _Best | None = None
+    report: list[dict[str, Any]] = []
+    train_batch_size = loaders["train"].batch_size
+    for si, stage in enumerate(stages):
+        scfg = cfg.for_stage(stage.name)
+        use_amp = scfg.amp and device_type == "cuda"
         if stage.rows is not None:
             n_rows = count_rows(loaders["train"], stage.rows)
             if n_rows < stage.min_rows:
@@ -176,13 +223,15 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
                                 f"training rows passing its filter, found {n_rows}")
         method.begin_stage(stage.name)
         params = [p for p in pipeline.parameters() if p.requires_grad]
-        opt = make_optimizer(params, cfg)
-        epochs = stage.epochs if stage.epochs is not None else cfg.epochs
-        per_epoch = len(loaders["train"]) if cfg.max_steps_per_epoch is None else min(
-            len(loaders["train"]), cfg.max_steps_per_epoch)
+        opt = make_optimizer(params, scfg)
+        epochs = int(cfg.stages.get(stage.name, {}).get("epochs", stage.epochs or cfg.epochs))
+        loaders["train"].batch_size = scfg.batch_size
+        per_epoch = len(loaders["train"]) if scfg.max_steps_per_epoch is None else min(
+            len(loaders["train"]), scfg.max_steps_per_epoch)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, _schedule(cfg, max(1, epochs * per_epoch), cfg.warmup_epochs * per_epoch))
-        best_state, stage_best, bad_epochs = None, None, 0
+            opt, lr_factor(scfg, max(1, epochs * per_epoch), scfg.warmup_epochs * per_epoch, per_epoch))
+        best_state, stage_best, stage_best_epoch, bad_epochs = None, None, None, 0
+        candidate = stage.select_best and stage.predicts and (across or si == last)
         for epoch in range(epochs):
             method.begin_epoch(len(curves))
             pipeline.balancer.begin_epoch(len(curves))
@@ -191,7 +240,7 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
             n_batches = 0
             t0 = time.perf_counter()
             for step, batch in enumerate(loaders["train"]):
-                if cfg.max_steps_per_epoch is not None and step >= cfg.max_steps_per_epoch:
+                if scfg.max_steps_per_epoch is not None and step >= scfg.max_steps_per_epoch:
                     break
                 batch = pipeline.balancer.train_batch(batch)  # e.g. MCE's per-epoch masks
                 if len(batch) < 2:  # as the loader: BatchNorm cannot normalise a single row
@@ -207,8 +256,8 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
                 total = torch.stack([t.float() for t in terms.values()]).sum()
                 opt.zero_grad(set_to_none=True)
                 total.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+                if scfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(params, scfg.grad_clip)
                 opt.step()
                 sched.step()
                 for k, v in terms.items():
@@ -222,7 +271,7 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
             if not all(math.isfinite(v) for v in losses.values()):
                 bad = [k for k, v in losses.items() if not math.isfinite(v)]
                 raise RunFailed(f"non-finite loss ({', '.join(bad)}) in stage {stage.name!r} epoch {epoch + 1}")
-            val = predict(pipeline, loaders["val"], amp=cfg.amp)
+            val = predict(pipeline, loaders["val"], amp=scfg.amp)
             val_metrics = compute_metrics(val.logits, val.y, task)
             score = val_metrics.get(primary_metric)
             row = {"stage": stage.name, "epoch": epoch + 1, "train_loss": losses, "val": val_metrics,
@@ -237,16 +286,33 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
                 continue
             improved = score is not None and (stage_best is None or score > stage_best)
             if improved:
-                stage_best, bad_epochs = score, 0
+                stage_best, stage_best_epoch, bad_epochs = score, len(curves), 0
                 best_state = copy.deepcopy(pipeline.state_dict())
-                if stage is stages[-1]:
-                    best_epoch, best_val = len(curves), score
             else:
                 bad_epochs += 1
-                if epoch + 1 >= cfg.min_epochs and bad_epochs >= cfg.patience:
-                    break
+            if candidate and score is not None and (best is None or score > best.score
+                                                    or (score == best.score and si > best.stage)):
+                state = best_state if improved else copy.deepcopy(pipeline.state_dict())
+                best = _Best(float(score), si, len(curves), state)
+            if not improved and epoch + 1 >= scfg.min_epochs and bad_epochs >= scfg.patience:
+                break
         if best_state is not None:
             pipeline.load_state_dict(best_state)
-    if best_epoch < 0:  # the last stage never selected (no val score): test the final weights
-        best_epoch = len(curves)
-    return FitResult(curves, best_epoch, best_val, time.perf_counter() - start, samples, steps)
+        why = None
+        if not candidate:
+            why = (stage.why_not or "its model cannot predict" if not stage.predicts else
+                   "the stage keeps its last epoch (select_best is off)" if not stage.select_best else
+                   "stage_selection: last" if cfg.stage_selection == "last" else
+                   "the last stage keeps its last epoch, so no earlier stage is selected")
+        report.append({"stage": stage.name, "epochs": sum(r["stage"] == stage.name for r in curves),
+                       "best_epoch": stage_best_epoch, "best_val": stage_best, "candidate": candidate, "why_not": why})
+    loaders["train"].batch_size = train_batch_size
+    if best is not None and best.stage != last:
+        pipeline.load_state_dict(best.state)
+        method.select_stage(stages[best.stage].name)
+    best_epoch = best.epoch if best is not None else len(curves)  # no val score: test the final weights
+    kept = stages[best.stage].name if best is not None else stages[last].name
+    selection = {"rule": cfg.stage_selection, "stage": kept, "epoch": best_epoch,
+                 "val": None if best is None else best.score, "stages": report}
+    return FitResult(curves, best_epoch, None if best is None else best.score, time.perf_counter() - start,
+                     samples, steps, selection)

@@ -84,10 +84,10 @@ def test_bad_yaml_is_one_clear_error(tmp_path: Path) -> None:
 
 def test_include_inherits_and_overrides(tmp_path: Path) -> None:
     _write(tmp_path / "methods" / "base.yaml", "impl: late_fusion\ncite: x\nparams: {dropout: 0.3}\n"
-           "train: {epochs: 7, lr: 0.01}\n")
-    _write(tmp_path / "methods" / "child.yaml", "include: base.yaml\ntrain: {epochs: 2}\n")
+           "paper: {train: {epochs: 7, lr: 0.01}}\n")
+    _write(tmp_path / "methods" / "child.yaml", "include: base.yaml\npaper: {train: {epochs: 2}}\n")
     mc = load_method("child", [str(tmp_path)])
-    assert mc.name == "child" and mc.params == {"dropout": 0.3} and mc.train == {"epochs": 2, "lr": 0.01}
+    assert mc.name == "child" and mc.params == {"dropout": 0.3} and mc.paper.train == {"epochs": 2, "lr": 0.01}
 
 
 def test_user_config_dir_is_searched_first(tmp_path: Path) -> None:

@@ -15,8 +15,7 @@ from mmbench.models.base import BuildContext
 from mmbench.models.ifmmin import IFMMIN, IFMMINConfig, ResidualAE, cmd, masked_mse
 from tests.conftest import batch_with_presence
 
-TINY = dict(ae_layers=(8, 4), ae_blocks=2, cls_layers=(8,), pretrain_min_rows=2,
-            pretrain_epochs=1, student_epochs=1)
+TINY = dict(ae_layers=(8, 4), ae_blocks=2, cls_layers=(8,), pretrain_min_rows=2)
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +113,10 @@ def test_cascade_wiring_paper_and_code_by_hand():
 # -------------------------------------------------------------------------------- stages/teacher
 def test_stages_filter_complete_rows_and_freeze_teacher(data):
     ctx, splits = data
-    model = make(ctx, pretrain_epochs=3, student_epochs=4, pretrain_min_rows=5)
-    pre, stu = model.stages()
-    assert (pre.name, pre.epochs, pre.min_rows, stu.name, stu.epochs) == ("pretrain", 3, 5, "student", 4)
+    model = make(ctx, pretrain_min_rows=5)
+    pre, stu = model.stages()  # epochs come from train.stages (the regime), not from the method
+    assert (pre.name, pre.epochs, pre.min_rows, stu.name, stu.epochs) == ("pretrain", None, 5, "student", None)
+    assert (pre.name, stu.name) == IFMMINConfig.STAGES
     b = batch_with(splits, [[1, 1], [1, 0], [0, 1], [1, 1]])
     assert pre.rows(b).tolist() == [True, False, False, True]
 
@@ -258,7 +258,7 @@ def test_absent_raw_data_changes_nothing(data):
 
 
 # ----------------------------------------------------------------------------------- with trainer
-def _fit(ctx, splits, present, **kw):
+def _fit(ctx, splits, present, stages=None, **kw):
     from mmbench.balancers.none import NoBalancer
     from mmbench.config import TrainConfig
     from mmbench.heads.native import NativeHead
@@ -268,7 +268,8 @@ def _fit(ctx, splits, present, **kw):
 
     model = make(ctx, **kw)
     pipe = Pipeline(model, NativeHead(ctx, model.embed_dims(), NoConfig()), NoBalancer(ctx, {}, NoConfig()))
-    cfg = TrainConfig(epochs=1, batch_size=8, device="cpu", amp=False)
+    cfg = TrainConfig(epochs=2, batch_size=8, device="cpu", amp=False,
+                      stages={"pretrain": {"epochs": 1}, "student": {"epochs": 1}} if stages is None else stages)
     loaders = {"train": Loader(splits["train"], present, 8, shuffle=True, seed=0),
                "val": Loader(splits["val"], torch.ones(len(splits["val"]), 2, dtype=torch.bool), 16)}
     return fit(pipe, loaders, cfg, primary_metric="accuracy", task="multiclass")
@@ -295,6 +296,15 @@ def test_both_stages_run_in_one_fit(data):
     assert [row["stage"] for row in result.curves] == ["pretrain", "student"]
     assert set(result.curves[0]["train_loss"]) == {"task", "cmd", "total"}
     assert set(result.curves[1]["train_loss"]) == {"task", "recon", "invariant", "total"}
+
+
+def test_fit_refuses_stages_without_epochs(data):
+    """A multi-stage method never silently trains each stage for the whole budget."""
+    from mmbench.errors import ConfigError
+
+    ctx, splits = data
+    with pytest.raises(ConfigError, match=r"train.stages.pretrain.epochs: IFMMIN trains in the stages"):
+        _fit(ctx, splits, torch.ones(len(splits["train"]), 2, dtype=torch.bool), stages={})
 
 
 # ----------------------------------------------------------------------------------- precision

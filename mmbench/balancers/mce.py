@@ -84,6 +84,8 @@ class MCEBalancer(Balancer):
         the official code's masked logits add a constant log C per absent row, which has no gradient.
       * The reference predictors are trained in ``setup`` (``ref_epochs``, Adam ``ref_lr``) on the
         rows where their modality is available, then frozen; the official code loads checkpoints.
+        Under ``--regime fair`` ``ref_epochs`` is the run's ``train.epochs``; this stage is outside the
+        budget of the evaluated network (docs/training.md).
       * The Shapley players are the modalities present somewhere in the batch; one absent from the
         whole batch gets b_m = 0 (the official code fails there).
       * The terms are added in training only; evaluation losses are the method's (and head's).

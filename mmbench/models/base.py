@@ -34,13 +34,22 @@ class BuildContext:
 class Stage:
     """One training stage. Most methods have one; IF-MMIN has two (pretrain, then student).
 
+    The stage's trainer settings are the run's ``train`` with ``train.stages[name]`` on top (its epochs
+    are set there by the regime: a share of the run's budget under ``fair``, the published epochs under
+    ``paper``; docs/training.md). A multi-stage method names its stages in its config class's
+    ``STAGES`` so that configs can be checked without building the model.
+
     Attributes:
         name: stage name, passed to :meth:`Method.begin_stage`.
-        epochs: epochs for this stage; ``None`` = the run's ``train.epochs``.
+        epochs: epochs when ``train.stages`` does not set them; ``None`` = the run's ``train.epochs``.
+            (Built-in methods leave it ``None``: stage epochs belong to the trainer settings.)
         rows: optional filter ``batch -> bool mask`` of the training rows this stage uses
             (e.g. complete samples only); rows outside it are dropped from each batch.
         select_best: early-stop on, and restore the best validation epoch of, this stage.
         min_rows: the stage fails clearly if fewer training rows than this pass ``rows``.
+        predicts: whether this stage's weights can be the run's final weights (with
+            ``train.stage_selection: all`` the best validation epoch over every such stage is kept).
+        why_not: when ``predicts`` is False, why (stored in the record's ``selection``).
     """
 
     name: str = "main"
@@ -48,6 +57,8 @@ class Stage:
     rows: Callable[[Batch], Tensor] | None = None
     select_best: bool = True
     min_rows: int = 1
+    predicts: bool = True
+    why_not: str = ""
 
 
 class Method(nn.Module):
@@ -83,11 +94,16 @@ class Method(nn.Module):
         return {m: self.ctx.hidden for m in self.modalities}
 
     def stages(self) -> list[Stage]:
-        """Training stages in order; the last one is the stage whose best epoch is tested."""
+        """Training stages in order. The weights tested are the best validation epoch over every stage
+        that ``predicts`` (``train.stage_selection: all``) or of the last stage (``last``)."""
         return [Stage("main")]
 
     def begin_stage(self, name: str) -> None:
         """Hook called before each stage (freeze/unfreeze parts, copy a teacher, ...)."""
+
+    def select_stage(self, name: str) -> None:
+        """Hook called after training when the weights kept for testing come from stage ``name`` (not the
+        last): switch to predicting as in that stage (e.g. IF-MMIN's stage-1 classifier)."""
 
     def begin_epoch(self, epoch: int) -> None:
         """Hook called at the start of every training epoch (0-based, counted across stages)."""

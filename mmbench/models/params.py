@@ -9,7 +9,7 @@ agree wherever the YAML sets a value.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
 
@@ -103,9 +103,11 @@ class ShaSpecConfig:
 class IFMMINConfig:
     """Hyper-parameters of IF-MMIN (defaults: the official IEMOCAP scripts).
 
+    The two stages (``STAGES``) and their epochs are trainer settings (``train.stages``): under
+    ``--regime fair`` they split ``train.epochs`` by the shares of ``methods/ifmmin.yaml`` ``fair:``
+    (1/3 + 2/3, the published 20 + 40); under ``--regime paper`` they are the published 20 and 40.
+
     Attributes:
-        pretrain_epochs: epochs of stage 1 (paper: 10 constant + 10 decaying).
-        student_epochs: epochs of stage 2 (paper: 20 + 20).
         pretrain_min_rows: stage 1 fails clearly if fewer complete training rows exist.
         pretrain_select_best: restore the best validation epoch of stage 1 as the teacher (the official
             code keeps the best-validation checkpoint of the pretrained model).
@@ -127,8 +129,8 @@ class IFMMINConfig:
         recon_target: ``missing`` (only missing slots) or ``code`` (MMIN convention, see the module doc).
     """
 
-    pretrain_epochs: PosInt = 20
-    student_epochs: PosInt = 40
+    STAGES: ClassVar[tuple[str, ...]] = ("pretrain", "student")
+
     pretrain_min_rows: Annotated[int, Field(ge=2, strict=True)] = 32
     pretrain_select_best: Bool = True
     cmd_moments: PosInt = 5
