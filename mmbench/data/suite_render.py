@@ -113,6 +113,27 @@ def decode_cells(images: np.ndarray, grid: int) -> tuple[np.ndarray, np.ndarray]
     return np.where(ids == N_GLYPHS, -1, ids), framed
 
 
+def decode_readings(task: Task, cells: np.ndarray, framed: np.ndarray) -> dict[str, np.ndarray]:
+    """The image readings of ``task`` recovered from decoded cells: parts that share an alphabet and a
+    frame flag are exchangeable copies and get their values in cell order (the posterior does not depend
+    on which copy is which); unframed distractors next to a framed part are skipped."""
+    out: dict[str, np.ndarray] = {}
+    groups: dict[tuple[tuple[int, ...], bool], list[str]] = {}
+    for part in task.parts:
+        groups.setdefault((part.glyphs, part.framed), []).append(part.reading)
+    for (glyphs, is_framed), names in groups.items():
+        lookup = np.full(N_GLYPHS + 1, -1)
+        lookup[list(glyphs)] = np.arange(len(glyphs))
+        value = lookup[cells]  # -1 for empty cells (index -1 wraps to the last, unused entry) and others
+        hit = (value >= 0) & (framed == is_framed)
+        if not (hit.sum(axis=1) == len(names)).all():
+            raise ValueError(f"cells do not hold {len(names)} glyph(s) of {names} in every row")
+        ordered = np.sort(np.where(hit, np.arange(cells.shape[1]), cells.shape[1]), axis=1)[:, :len(names)]
+        for j, name in enumerate(names):
+            out[name] = value[np.arange(cells.shape[0]), ordered[:, j]]
+    return out
+
+
 def numeric_code(arity: int) -> np.ndarray:
     """The continuous code of each value of an ``arity``-valued reading (evenly spaced in [-1.5, 1.5])."""
     return np.linspace(-1.5, 1.5, arity) if arity > 1 else np.zeros(1)

@@ -49,6 +49,10 @@ def bit_accuracy(noise_stds: list[float]) -> float:
     return 0.5 + math.asin(rho) / math.pi
 
 
+#: The latent observations the image (first two) and the table (last two) render, in ``generate()`` order.
+OBSERVATIONS = ("o_shared_image", "o_image", "o_shared_tabular", "o_tabular")
+
+
 def bit_posteriors(obs: list[tuple[np.ndarray, float]], n: int) -> np.ndarray:
     """``P(z > 0 | o_1..o_k)`` for ``z ~ N(0,1)`` and observations ``o_k = z + N(0, s_k^2)`` given as
     ``(o_k, s_k)`` pairs; 1/2 for every row when there is none."""
@@ -126,9 +130,7 @@ class SyntheticDataset(DatasetAdapter):
         edges = np.array([-1.0, -0.3, 0.3, 1.0])
         cat = np.column_stack([np.digitize(o_t, edges), rng.integers(0, 4, n)]).astype(np.int64)
         return {"images": images, "num": num, "cat": cat, "y": y.astype(np.int64),
-                "latents": z.astype(np.float32),
-                "observations": {"o_shared_image": o_si, "o_image": o_i, "o_shared_tabular": o_st, "o_tabular": o_t},
-                "bayes_posterior": class_posteriors(o_si, o_st, o_i, o_t, o)}
+                "latents": z.astype(np.float32), "observations": np.column_stack([o_si, o_i, o_st, o_t])}
 
     def info(self) -> DataInfo:
         """Static description (8 classes, RGB images, a 2-categorical + k-continuous table)."""
@@ -145,6 +147,9 @@ class SyntheticDataset(DatasetAdapter):
     def load(self) -> tuple[DataInfo, dict[str, Split]]:
         """Generate the data and cut it into train/val/test by the card's fractions."""
         arr = self.generate()
+        obs = dict(zip(OBSERVATIONS, arr["observations"].T, strict=True))
+        posterior = class_posteriors(obs["o_shared_image"], obs["o_shared_tabular"], obs["o_image"],
+                                     obs["o_tabular"], self.options)
         n = self.options.n_samples
         fr = self.options.split_fractions
         n_train, n_val = int(round(fr[0] * n)), int(round(fr[1] * n))
@@ -157,10 +162,10 @@ class SyntheticDataset(DatasetAdapter):
                                     "num": torch.from_numpy(arr["num"][a:b])}},
                 y=torch.from_numpy(arr["y"][a:b]),
                 natural_present=torch.ones(b - a, 2, dtype=torch.bool),
-                extra={"bayes_posterior": {k: v[a:b] for k, v in arr["bayes_posterior"].items()},
+                extra={"bayes_posterior": {k: v[a:b] for k, v in posterior.items()},
                        "latents": {"z_s": arr["latents"][a:b, 0], "z_i": arr["latents"][a:b, 1],
                                    "z_t": arr["latents"][a:b, 2], "y": arr["y"][a:b]},
-                       "observations": {k: v[a:b] for k, v in arr["observations"].items()}},
+                       "observations": {k: v[a:b] for k, v in obs.items()}},
             )
         return self.info(), splits
 
