@@ -177,6 +177,8 @@ def test_decoded_glyphs_are_the_readings() -> None:
     assert (framed.sum(1) == 1).all()
     assert np.array_equal(cells[framed], arr["observations"]["part"])
     assert ((cells >= 0).sum(1) == 1 + adapter.options.n_distractors).all()
+    noisy = adapter_of("suite-parts", **SMALL, pixel_noise=0.05).generate("test")  # the noise cap
+    assert np.array_equal(decode_cells(noisy["images"], 4)[0], noisy["cells"])
 
 
 def test_generation_is_deterministic_and_test_rows_ignore_the_train_size() -> None:
