@@ -6,6 +6,7 @@ The batch contract lives in :mod:`mmbench.data.batch`, the adapter interface in
 
 from ..registry import DATASETS
 from . import options as _o
+from . import suite_options as _suite  # noqa: F401  (registers the structured synthetic suite's adapters)
 
 DATASETS.lazy("synthetic", "mmbench.data.synthetic:SyntheticDataset", _o.SyntheticOptions)
 DATASETS.lazy("csv", "mmbench.data.csv:CSVDataset", _o.CSVOptions)

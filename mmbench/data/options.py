@@ -31,11 +31,12 @@ def check_fractions(fractions: tuple[float, float, float]) -> None:
 
 @config
 class SyntheticOptions:
-    """Options of the synthetic dataset card (see :mod:`mmbench.data.synthetic`)."""
+    """Options of the synthetic dataset card (see :mod:`mmbench.data.synthetic`); ``seed: run`` means the
+    run's seed (bound by :func:`mmbench.data.suite_options.bind_run_seed`)."""
 
     n_samples: Annotated[int, Field(ge=10, strict=True)] = 4000
     image_size: ImageSize = 32
-    seed: NonNegInt = 0
+    seed: NonNegInt | Literal["run"] = 0
     noise_shared_image: PosFloat = 0.5
     noise_shared_tabular: PosFloat = 0.5
     noise_image: PosFloat = 0.3

@@ -16,6 +16,14 @@ pattern is closed-form: the bits are independent given the observations, a bit s
 observations of total noise precision ``P`` is recovered with probability
 ``1/2 + arcsin(sqrt(P/(P+1)))/pi`` (Sheppard's formula), and an unseen bit with 1/2. The product over
 the three bits is the ceiling of each pattern, an upper bound for any classifier of the rendered data.
+
+Per row, the same reasoning gives the posterior (:func:`bit_posteriors`): the bit of ``z ~ N(0, 1)``
+seen through ``o_k = z + N(0, s_k^2)`` is 1 with probability ``Phi(m / v^(1/2))``, where
+``v = 1 / (1 + sum_k s_k^-2)`` and ``m = v sum_k o_k s_k^-2``; the class posterior of a pattern is the
+product over the bits (an unseen bit: 1/2). It conditions on the latent observations the image renders
+(an oracle that reads stripe tilt and blob position exactly), so it is the Bayes posterior of the
+table-and-observations, an upper bound for a classifier of the pixels. Each split carries it as
+``split.extra["bayes_posterior"]``, with ``extra["latents"]`` (``z_s``, ``z_i``, ``z_t``, ``y``).
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ import math
 
 import numpy as np
 import torch
+from scipy.stats import norm
 
+from ..errors import ConfigError
 from ..registry import register_dataset
 from .base import DataInfo, DatasetAdapter, Split, TabularSchema
 from .options import SyntheticOptions
@@ -37,6 +47,40 @@ def bit_accuracy(noise_stds: list[float]) -> float:
         return 0.5
     rho = math.sqrt(precision / (precision + 1.0))
     return 0.5 + math.asin(rho) / math.pi
+
+
+#: The latent observations the image (first two) and the table (last two) render, in ``generate()`` order.
+OBSERVATIONS = ("o_shared_image", "o_image", "o_shared_tabular", "o_tabular")
+
+
+def bit_posteriors(obs: list[tuple[np.ndarray, float]], n: int) -> np.ndarray:
+    """``P(z > 0 | o_1..o_k)`` for ``z ~ N(0,1)`` and observations ``o_k = z + N(0, s_k^2)`` given as
+    ``(o_k, s_k)`` pairs; 1/2 for every row when there is none."""
+    if not obs:
+        return np.full(n, 0.5)
+    precision = 1.0 + sum(1.0 / s**2 for _, s in obs)
+    mean = sum(o / s**2 for o, s in obs) / precision
+    return norm.cdf(mean * np.sqrt(precision))
+
+
+def class_posteriors(o_si: np.ndarray, o_st: np.ndarray, o_i: np.ndarray, o_t: np.ndarray,
+                     o: SyntheticOptions) -> dict[str, np.ndarray]:
+    """Exact posterior over the 8 classes ``4 b_s + 2 b_i + b_t`` per missing pattern (``N x 8`` each)."""
+    n = o_si.shape[0]
+    shared = {"complete": [(o_si, o.noise_shared_image), (o_st, o.noise_shared_tabular)],
+              "image_only": [(o_si, o.noise_shared_image)], "tabular_only": [(o_st, o.noise_shared_tabular)]}
+    out = {}
+    for pattern, shared_obs in shared.items():
+        sees_image, sees_table = pattern != "tabular_only", pattern != "image_only"
+        bits = [bit_posteriors(shared_obs, n),
+                bit_posteriors([(o_i, o.noise_image)] if sees_image else [], n),
+                bit_posteriors([(o_t, o.noise_tabular)] if sees_table else [], n)]
+        post = np.ones((n, 8))
+        for k in range(8):
+            for j, p1 in enumerate(bits):
+                post[:, k] *= p1 if (k >> (2 - j)) & 1 else 1.0 - p1
+        out[pattern] = post
+    return out
 
 
 def render_images(o_s: np.ndarray, o_i: np.ndarray, size: int, rng: np.random.Generator,
@@ -67,6 +111,9 @@ class SyntheticDataset(DatasetAdapter):
     def generate(self) -> dict[str, np.ndarray]:
         """Draw every array of the dataset from ``options.seed`` (deterministic)."""
         o = self.options
+        if o.seed == "run":
+            raise ConfigError("synthetic: options.seed is 'run' but no run seed was bound (the spec builder binds "
+                              "it with mmbench.data.suite_options.bind_run_seed); pass a number with --set data.seed=N")
         rng = np.random.default_rng(o.seed)
         n = o.n_samples
         z = rng.standard_normal((n, 3))
@@ -83,7 +130,7 @@ class SyntheticDataset(DatasetAdapter):
         edges = np.array([-1.0, -0.3, 0.3, 1.0])
         cat = np.column_stack([np.digitize(o_t, edges), rng.integers(0, 4, n)]).astype(np.int64)
         return {"images": images, "num": num, "cat": cat, "y": y.astype(np.int64),
-                "latents": z.astype(np.float32)}
+                "latents": z.astype(np.float32), "observations": np.column_stack([o_si, o_i, o_st, o_t])}
 
     def info(self) -> DataInfo:
         """Static description (8 classes, RGB images, a 2-categorical + k-continuous table)."""
@@ -100,6 +147,9 @@ class SyntheticDataset(DatasetAdapter):
     def load(self) -> tuple[DataInfo, dict[str, Split]]:
         """Generate the data and cut it into train/val/test by the card's fractions."""
         arr = self.generate()
+        obs = dict(zip(OBSERVATIONS, arr["observations"].T, strict=True))
+        posterior = class_posteriors(obs["o_shared_image"], obs["o_shared_tabular"], obs["o_image"],
+                                     obs["o_tabular"], self.options)
         n = self.options.n_samples
         fr = self.options.split_fractions
         n_train, n_val = int(round(fr[0] * n)), int(round(fr[1] * n))
@@ -112,6 +162,10 @@ class SyntheticDataset(DatasetAdapter):
                                     "num": torch.from_numpy(arr["num"][a:b])}},
                 y=torch.from_numpy(arr["y"][a:b]),
                 natural_present=torch.ones(b - a, 2, dtype=torch.bool),
+                extra={"bayes_posterior": {k: v[a:b] for k, v in posterior.items()},
+                       "latents": {"z_s": arr["latents"][a:b, 0], "z_i": arr["latents"][a:b, 1],
+                                   "z_t": arr["latents"][a:b, 2], "y": arr["y"][a:b]},
+                       "observations": {k: v[a:b] for k, v in obs.items()}},
             )
         return self.info(), splits
 
