@@ -39,6 +39,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field
 
+from .data.suite_options import bind_run_seed
 from .encoders.config import EncodersConfig
 from .errors import ConfigError
 from .protocols import MissingSpec
@@ -600,7 +601,8 @@ def resolve(method: str, dataset: str, missing: MissingSpec, seed: int, *,
         raise ConfigError(f"method {mc.impl!r} cannot take head {head!r}; use head: native")
     hidden = validate(DatasetCard, {"name": card.name, "adapter": card.adapter, "hidden": tree["dataset"]["hidden"]},
                       f"{where} dataset").hidden
-    options = validate(DATASETS.config(card.adapter), tree["dataset"]["options"], f"{where} dataset.options")
+    options = bind_run_seed(validate(DATASETS.config(card.adapter), tree["dataset"]["options"],
+                                     f"{where} dataset.options"), seed)
     encoders = typed_encoders(tree["encoders"], f"{method} on {dataset}")
     train_cfg = validate(TrainConfig, tree["train"], f"{where} train")
     return RunSpec(

@@ -12,6 +12,7 @@ import datetime as dt
 import resource
 import time
 import traceback
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -45,7 +46,10 @@ from .registry import BALANCERS, DATASETS, HEADS, METHODS
 from .spec import RunSpec
 from .train import Loader, fit, predict, resolve_device, seed_everything
 
-_DATA_CACHE: dict[str, tuple[DataInfo, dict[str, Split], dict[str, float] | None, dict[str, Any] | None]] = {}
+#: datasets loaded in this process, most recent last (a grid reuses them; at most _DATA_CACHE_SIZE are kept)
+_DATA_CACHE: OrderedDict[str, tuple[DataInfo, dict[str, Split], dict[str, float] | None, dict[str, Any] | None]] = \
+    OrderedDict()
+_DATA_CACHE_SIZE = 2
 
 
 def build_adapter(spec: RunSpec, root: str | None) -> DatasetAdapter:
@@ -66,6 +70,9 @@ def load_data(spec: RunSpec, root: str | None
         info, splits = adapter.load()
         fingerprint = splits["train"].extra.get("data_fingerprint")  # the cache's (checked); None: generated
         _DATA_CACHE[key] = (info, splits, adapter.ceiling(), fingerprint)
+        while len(_DATA_CACHE) > _DATA_CACHE_SIZE:
+            _DATA_CACHE.popitem(last=False)
+    _DATA_CACHE.move_to_end(key)
     info, splits, ceiling, fingerprint = _DATA_CACHE[key]
     info = replace(info, name=spec.dataset.name, primary_metric=spec.dataset.primary_metric)
     return info, splits, ceiling, fingerprint
