@@ -694,6 +694,8 @@ def plot(
     from .report.plots import PLOTS
 
     out = out or Path("results/plots") / kind.value
+    if out.is_dir():
+        raise MMBenchError(f"--out {out}: is a folder; expected a file name (written as <name>.png and <name>.pdf)")
     writable_file(out.with_suffix(".png"), "--out")
     recs = _load(results, dataset, method, protocol)
     recs = _filter_cells(recs, scenario, rate, test_rate, results)

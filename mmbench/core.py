@@ -26,6 +26,9 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 Task = Literal["multiclass", "binary", "multilabel"]
 TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel")
 
+#: Metrics where a smaller value is better (calibration errors); every other metric is higher-is-better.
+LOWER_IS_BETTER: frozenset[str] = frozenset({"ece", "brier"})
+
 
 def pattern_name(row: tuple[bool, ...]) -> str | None:
     """The name of the missing pattern of one presence row (``None`` for no modality at all)."""

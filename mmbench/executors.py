@@ -339,6 +339,14 @@ class LocalExecutor:
             raise ConfigError(f"--jobs must be >= 1, got {jobs}")
         if gpus is not None and (not gpus or any(not g.strip().isdigit() for g in gpus)):
             raise ConfigError(f"--gpus {','.join(gpus)!r}: expected a list of device ids like 0,1")
+        if gpus:
+            import torch
+
+            n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            missing = [g for g in gpus if int(g) >= n]
+            if missing:
+                raise ConfigError(f"--gpus {','.join(gpus)}: this machine has {n} CUDA device(s)"
+                                  + (f" (ids 0..{n - 1})" if n else "; leave out --gpus to run on the CPU"))
         self.jobs, self.gpus = jobs, gpus
 
     def run(self, plan: Plan, ctx: RunContext, hooks: Hooks) -> list[Outcome]:

@@ -7,6 +7,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
+def compute_dtype(*tensors: Tensor) -> torch.dtype:
+    """The floating dtype a loss is computed in: its inputs' (promoted) dtype, but at least float32.
+
+    float32 stays float32 and float64 stays float64 (so ``torch.autograd.gradcheck`` can check a loss
+    in double precision); half-precision inputs (autocast) are lifted to float32.
+    """
+    dtype = torch.float32
+    for t in tensors:
+        if t.is_floating_point():
+            dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
 def masked_mean(values: Tensor, mask: Tensor | None = None) -> Tensor:
     """Mean of ``values`` over the rows where ``mask`` is True; exactly 0 (with grad) when none are.
 
@@ -24,9 +37,11 @@ def masked_mean(values: Tensor, mask: Tensor | None = None) -> Tensor:
 
 
 def task_loss_per_sample(logits: Tensor, y: Tensor, task: str) -> Tensor:
-    """Per-sample classification loss: softmax CE (multiclass/binary), mean BCE over labels (multilabel)."""
+    """Per-sample classification loss: softmax CE (multiclass/binary), mean BCE over labels (multilabel),
+    in :func:`compute_dtype` of the logits."""
     if task == "multilabel":
-        return F.binary_cross_entropy_with_logits(logits, y.float(), reduction="none").mean(dim=1)
+        dtype = compute_dtype(logits)
+        return F.binary_cross_entropy_with_logits(logits.to(dtype), y.to(dtype), reduction="none").mean(dim=1)
     return F.cross_entropy(logits, y.long(), reduction="none")
 
 

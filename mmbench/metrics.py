@@ -43,10 +43,9 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, f1_score, roc_auc_score
 
-from .core import PATTERNS
+from .core import LOWER_IS_BETTER, PATTERNS
 
 METRICS = ("accuracy", "macro_f1", "auroc", "prauc", "ece", "brier")
-LOWER_IS_BETTER = frozenset({"ece", "brier"})
 TASKS = ("multiclass", "binary", "multilabel")
 ECE_BINS = 15
 

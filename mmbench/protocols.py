@@ -1,14 +1,16 @@
 """Missingness simulation: presence masks from (scenario, rates, sim_seed).
 
-Meaning of the rate eta (DESIGN.md), applied to a split of n samples with exact counts
+Meaning of the rate eta (README.md#missingness-protocols), applied to a split of n samples with exact counts
 (one rounding: ``k = round(eta * n)`` incomplete samples):
 
 * ``none``: every sample complete.
 * ``image``: k samples lose the image (tabular-only), the rest stay complete.
 * ``tabular``: k samples lose the table (image-only).
 * ``both``: k incomplete samples, ``k // 2`` image-only and ``k - k // 2`` tabular-only.
-* ``imbalanced``: a rate per modality (MCE); ``round(r_image * n)`` lose the image and a disjoint
-  ``round(r_tabular * n)`` lose the table, so no sample loses both (requires the sum <= 1).
+* ``imbalanced``: a rate per modality (MCE's setting); ``round(r_image * n)`` lose the image and a
+  disjoint ``round(r_tabular * n)`` lose the table, so no sample loses both (requires the sum <= 1).
+  Disjointness is mmbench's choice: MCE's official trainer drops each modality independently and, in
+  effect, redraws the masks every epoch (the ``mce`` balancer's ``train_masks: per_epoch``).
 
 Which samples is drawn from ``sim_seed`` (and the split name), never from the training seed. A
 dataset's natural missingness is combined with the simulated one (logical AND); the simulation

@@ -106,6 +106,8 @@ class RunRecord(_Model):
     curves: list[dict[str, Any]] = Field(default_factory=list)
     best_epoch: int | None = None
     diagnostics: dict[str, Any] | None = None
+    #: cross-validated linear-probe R² of each true latent factor from each feature group (mmbench.probes)
+    probes: dict[str, dict[str, Number]] | None = None
     data_fingerprint: dict[str, Any] | None = None
     feature_cache: Literal["built", "reused"] | None = None
     timing: Timing = Field(default_factory=Timing)
@@ -275,8 +277,8 @@ def read_record(path: str | Path) -> RunRecord:
     except (OSError, UnicodeDecodeError) as exc:
         raise MMBenchError(f"{path}: not a readable run record ({exc})") from None
     except json.JSONDecodeError as exc:
-        raise MMBenchError(f"{path}: not a readable run record (truncated or not JSON: {exc.msg} at line "
-                           f"{exc.lineno})") from None
+        raise MMBenchError(f"{path}: not a readable run record (truncated or not JSON: {exc.msg}, line "
+                           f"{exc.lineno} column {exc.colno})") from None
     return parse_record(data, path)
 
 

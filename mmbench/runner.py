@@ -45,6 +45,7 @@ from .errors import MMBenchError, RunFailed
 from .metrics import bayes_regret, compute_metrics, metrics_by_pattern
 from .models.base import BuildContext
 from .pipeline import Pipeline
+from .probes import collect, probe
 from .protocols import combine, mask_hash, pattern_counts, simulate_presence
 from .records import (
     MaskSummary,
@@ -345,8 +346,13 @@ def _test(spec: RunSpec, path: Path, shared: _Shared, presents: dict[str, torch.
         test_by_pattern=metrics_by_pattern(test.logits, test.y, test.present, info.task),
         regret=None if posterior is None else bayes_regret(test.logits, test.y, test.present, test.index, posterior),
     )
+    latents = shared.splits["test"].extra.get("latents")
+    probes = probe(*collect(pipeline, loader), latents) if latents else None
     pred_path = path.with_suffix(".npz")
     write_predictions(pred_path, {"logits": test.logits, "y": test.y, "present": test.present,
                                   "index": test.index, **{f"aux_{k}": v for k, v in test.aux.items()}})
     timing["eval_seconds"] = round(time.perf_counter() - t_eval, 3)
-    return {"metrics": metrics, "files": {"predictions": pred_path.name}}
+    out = {"metrics": metrics, "files": {"predictions": pred_path.name}}
+    if probes is not None:
+        out["probes"] = probes
+    return out

@@ -5,13 +5,17 @@ a value function is a vector ``v`` of length ``2**n`` with ``v[0] = v(empty set)
 players (``players`` bitmask, e.g. the modalities present anywhere in a batch) take part; an inactive
 player gets 0 and the coalitions that contain it are ignored.
 
-Two formulas (methods.md §5.4):
+Three formulas (docs/methods.md#mce-shapley-variants):
 
 * ``textbook``: ``phi_i = sum_{S subset of P minus i} |S|! (p-|S|-1)! / p! * (v(S + i) - v(S))``,
   ``p = |P|`` (Shapley, 1953). Efficient: ``sum_i phi_i = v(P) - v(empty)``.
-* ``mce_official``: the variant in the official MCE code (``byzhaoAI/MCE``, ``shapley_value``),
-  ``phi_i = sum_{S contains i, |S| >= 2} (|S|-1)! (p-|S|)! / p! * (v(S) - v({i})) + v({i}) / p``:
-  the marginal of a coalition is taken against the singleton ``{i}``, not against ``S - i``.
+* ``mce_official``: the variant of the official MCE code's IEMOCAP model (``byzhaoAI/MCE``,
+  ``emotion_recog``), ``phi_i = sum_{S contains i, |S| >= 2} (|S|-1)! (L-|S|)! / L! * (v(S) - v({i}))
+  + v({i}) / L`` with ``L = p``, the number of active players: the marginal of a coalition is taken
+  against the singleton ``{i}``, not against ``S - i``. With two players both get ``v(12) / 2``.
+* ``mce_avmnist``: the same sum in the official AV-MNIST model (``digit_recog``), where ``L`` is the
+  number of non-empty coalitions of all ``n`` players, ``2**n - 1`` (3 for two modalities), and ``S``
+  runs over every coalition of the ``n`` players. With two players ``phi_i = (v(12) + v(i)) / 6``.
 
 Both are linear in ``v``; :func:`shapley_matrix` returns the ``n x 2**n`` matrix ``W`` with
 ``phi = W @ v``, so a training step evaluates them on the device without a host sync.
@@ -26,7 +30,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-Variant = Literal["textbook", "mce_official"]
+Variant = Literal["textbook", "mce_official", "mce_avmnist"]
 
 
 def popcount(mask: int) -> int:
@@ -63,17 +67,21 @@ def shapley_matrix(n: int, players: int | None = None, variant: Variant = "textb
                 w = factorial(k) * factorial(p - k - 1) / factorial(p)
                 W[i, s | bit] += w
                 W[i, s] -= w
-        elif variant == "mce_official":
-            for s in coalitions(n, full):
+        elif variant in ("mce_official", "mce_avmnist"):
+            # IEMOCAP script: L = active players, coalitions of the active players; AV-MNIST script:
+            # L = 2**n - 1 and every coalition of the n players (those holding an inactive one have v = 0)
+            L, pool = (p, coalitions(n, full)) if variant == "mce_official" else ((1 << n) - 1, coalitions(n))
+            for s in pool:
                 k = popcount(s)
                 if not s & bit or k < 2:
                     continue
-                w = factorial(k - 1) * factorial(p - k) / factorial(p)
+                w = factorial(k - 1) * factorial(L - k) / factorial(L)
                 W[i, s] += w
                 W[i, bit] -= w
-            W[i, bit] += 1.0 / p
+            W[i, bit] += 1.0 / L
         else:
-            raise ValueError(f"unknown Shapley variant {variant!r}; expected 'textbook' or 'mce_official'")
+            raise ValueError(f"unknown Shapley variant {variant!r}; expected 'textbook', 'mce_official' "
+                             "or 'mce_avmnist'")
     return W
 
 

@@ -189,6 +189,7 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
         best_state, stage_best, bad_epochs = None, None, 0
         for epoch in range(epochs):
             method.begin_epoch(len(curves))
+            pipeline.balancer.begin_epoch(len(curves))
             pipeline.train()
             sums: dict[str, Tensor] = {}
             n_batches = 0
@@ -196,6 +197,9 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
             for step, batch in enumerate(loaders["train"]):
                 if cfg.max_steps_per_epoch is not None and step >= cfg.max_steps_per_epoch:
                     break
+                batch = pipeline.balancer.train_batch(batch)  # e.g. MCE's per-epoch masks
+                if len(batch) < 2:  # as the loader: BatchNorm cannot normalise a single row
+                    continue
                 if stage.rows is not None:
                     keep = stage.rows(batch)
                     if int(keep.sum()) < 2:

@@ -143,6 +143,30 @@ def test_dry_run_plans_a_protocol(tmp_path: Path, monkeypatch, capsys) -> None:
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.parametrize("name, extra, methods, scenarios, rates, test_rates", [
+    # DFPL Fig. 3(a, b): MIMIC, trained with both / only the table missing at 20..60%, tested at 90%
+    ("dfpl-fig3", [], ["dfpl", "drfuse", "dmrnet", "shaspec", "ifmmin"], ["both", "tabular"],
+     [0.2, 0.3, 0.4, 0.5, 0.6], [0.9]),
+    # DPL Fig. 6: trained with image / table / both missing at 70%, tested at 10..90% (dataset given)
+    ("dpl-fig6", ["-d", "synthetic-tiny"], ["late_fusion", "late_fusion+dpl"], ["image", "tabular", "both"],
+     [0.7], [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9]),
+])
+def test_paper_figure_protocols_plan_their_cells(tmp_path: Path, monkeypatch, capsys, name: str, extra: list[str],
+                                                 methods: list[str], scenarios: list[str], rates: list[float],
+                                                 test_rates: list[float]) -> None:
+    from mmbench.config import load_protocol
+
+    proto = load_protocol(name)
+    assert proto.description and proto.cite and proto.methods == methods
+    cells = {(c.scenario, c.rate, c.test_rate) for c in proto.cells()}
+    assert len(proto.cells()) == len(scenarios) * len(rates) * len(test_rates) == len(cells)
+    assert cells == {(sc, r, t) for sc in scenarios for r in rates for t in test_rates}
+    n = len(methods) * len(cells) * len(proto.seeds)  # one dataset
+    code, out, _ = cli(["run", "--protocol", name, *extra, "--dry-run", "-o", str(tmp_path)], monkeypatch, capsys)
+    assert code == 0 and f"Planned runs ({n}," in out
+    assert not any(tmp_path.iterdir())
+
+
 def test_console_script_help() -> None:
     script = Path(sys.executable).parent / "mmbench"
     if not script.exists():  # pragma: no cover - not installed as a console script

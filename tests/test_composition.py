@@ -1,9 +1,12 @@
-"""Composition: every registered method x every non-native head x every balancer, forward and backward.
+"""Composition: every registered method x every head (``native`` included) x every balancer.
 
 Parametrized over the registries, so a new method, head or balancer is covered automatically. Each
 pipeline is built as ``Pipeline(method, head, balancer)``, set up (MCE trains its reference
 predictors for one epoch on a few rows), then trained one step on a mixed batch and on batches where
 a missing pattern is absent entirely; the absent modality's raw data must not change any output bit.
+The head/task rule of :class:`~mmbench.pipeline.Pipeline` is pinned term by term: a replacing head
+swaps the method's ``task`` term for its own terms and keeps the method's logits as
+``aux["native_logits"]``; ``native`` leaves the method's logits and terms untouched.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from mmbench.registry import BALANCERS, HEADS, METHODS
 from tests.conftest import MIXED, make_batch, tiny_ctx, tiny_data
 
 METHOD_NAMES = METHODS.names()
-HEAD_NAMES = [h for h in HEADS.names() if h != "native"]  # native = the method alone (contract test)
+HEAD_NAMES = HEADS.names()
 BALANCER_NAMES = BALANCERS.names()
 DEGENERATE = [["complete"] * 4, ["image_only"] * 4, ["tabular_only"] * 3, ["image_only", "tabular_only"]]
 
@@ -128,12 +131,52 @@ def test_compose_forward_backward(method: str, head: str, balancer: str) -> None
         if pipe.head.replaces_task:
             head_terms = pipe.head.losses(batch, pipe(batch))
             assert set(head_terms) <= set(terms), "the head's terms must reach the objective"
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in pipe.head.parameters())
+        trained = list(pipe.head.parameters()) or list(pipe.method.parameters())  # native: the method's classifier
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
         if balancer == "mce":
             assert {"mce_sub", *(f"mce_sep_{m}" for m in MODALITIES)} <= set(terms)
+        if not pipe.head.replaces_task:
+            assert "task" in terms, "with the native head the method's own task term is trained"
     for patterns in DEGENERATE:
         for _, batch in each_stage(pipe, patterns):
             train_step(pipe, batch)
+
+
+def _seeded(fn, *args):
+    """``fn(*args)`` with the global RNG reset first (methods sample in training: DMRNet's z, dropout)."""
+    torch.manual_seed(11)
+    return fn(*args)
+
+
+@pytest.mark.parametrize("head", HEAD_NAMES)
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_head_replaces_task_term_and_keeps_native_logits(method: str, head: str) -> None:
+    """The pipeline's rule, term by term, in every training stage of the method.
+
+    Replacing head: the objective is the method's terms minus ``task`` plus the head's terms; the logits
+    are the head's and the method's own are ``aux["native_logits"]``. ``native``: the method alone.
+    """
+    pipe = build(method, head, "none").train()
+    for stage, batch in each_stage(pipe, MIXED):
+        alone = _seeded(pipe.method, batch)  # the method by itself on the same random draws
+        out = _seeded(pipe, batch)
+        terms = _seeded(pipe.loss_terms, batch, out)
+        method_terms = _seeded(pipe.method.losses, batch, out)
+        assert "task" in method_terms, f"{method} names no 'task' term in stage {stage!r}"
+        if pipe.head.replaces_task:
+            assert torch.equal(out.aux["native_logits"], alone.logits), "native_logits must be the method's logits"
+            assert torch.equal(out.logits, pipe.head(alone, batch)), "the logits must be the head's"
+            head_terms = pipe.head.losses(batch, out)
+            expected = {k: v for k, v in method_terms.items() if k != "task"} | head_terms
+            if "task" not in head_terms:
+                assert "task" not in terms, f"the method's task term survived head {head!r} (stage {stage!r})"
+        else:
+            assert "native_logits" not in out.aux
+            assert torch.equal(out.logits, alone.logits)
+            expected = method_terms
+        assert set(terms) == set(expected), f"stage {stage!r}: {sorted(terms)} != {sorted(expected)}"
+        for k, v in expected.items():
+            assert torch.allclose(terms[k], v, rtol=1e-6, atol=1e-7), f"term {k!r} in stage {stage!r}"
 
 
 @pytest.mark.parametrize("head", HEAD_NAMES)

@@ -11,10 +11,12 @@ import pytest
 from mmbench.config import (
     RunSpec,
     canonical_json,
+    find_config,
     list_names,
     load_dataset,
     load_method,
     load_protocol,
+    load_yaml,
     parse_seeds,
     parse_set,
     resolve,
@@ -22,7 +24,8 @@ from mmbench.config import (
 )
 from mmbench.errors import ConfigError
 from mmbench.protocols import MissingSpec
-from mmbench.registry import METHODS, Registry
+from mmbench.registry import BALANCERS, HEADS, METHODS, Registry
+from mmbench.typed import dump, validate
 
 
 def test_registry_duplicates_and_suggestions() -> None:
@@ -160,6 +163,26 @@ def test_method_yaml_stems_match_registered_impls() -> None:
         assert mc.impl in METHODS
         if "+" not in n and "-" not in n:  # plain configs are named after their registry key
             assert n == mc.impl
+
+
+COMPONENTS = {"methods": METHODS, "heads": HEADS, "balancers": BALANCERS}
+
+
+@pytest.mark.parametrize(("kind", "name"), [(k, n) for k, reg in COMPONENTS.items() for n in reg.names()])
+def test_base_yaml_and_config_class_agree(kind: str, name: str) -> None:
+    """One source of truth: where the base YAML named after the registry key (``methods/<impl>.yaml``,
+    ``heads/<name>.yaml``, ``balancers/<name>.yaml``) sets a parameter, it equals the config class's
+    default, so a run with ``--head dpl`` on any method and a run from the YAML get the same values.
+    Variant YAMLs (``dfpl-coarse``, ``late_fusion+dpl-arcface``, ...) change values on purpose."""
+    path = find_config(kind, name, required=False)
+    assert path is not None, f"built-in {kind[:-1]} {name!r} ships no {kind}/{name}.yaml"
+    raw = load_yaml(path)
+    assert "include" not in raw, f"{path.name} is a base YAML: it must not include another"
+    params = raw.get("params") or {}
+    cls = COMPONENTS[kind].config(name)
+    given, default = dump(validate(cls, params, str(path))), dump(cls())
+    wrong = {k: (given[k], default[k]) for k in params if given[k] != default[k]}
+    assert not wrong, f"{kind}/{name}.yaml and {cls.__name__} disagree (yaml, class): {wrong}"
 
 
 def test_protocol_cells() -> None:

@@ -17,6 +17,8 @@ import pandas as pd
 import pytest
 import torch
 
+from mmbench.config import load_dataset, parse_set, resolve
+from mmbench.core import MODALITIES, SPLITS
 from mmbench.data.adni import ADNIDataset, ADNIOptions, indicator_target
 from mmbench.data.cache import MissingFiles, cache_key, read_cache
 from mmbench.data.csv import CSVDataset, CSVOptions
@@ -36,6 +38,9 @@ from mmbench.encoders.build import SharedSpecific
 from mmbench.encoders.ehr import EHREncoderConfig, EHRTransformer
 from mmbench.encoders.image3d import ResNet3DConfig, ResNet3DEncoder
 from mmbench.errors import DataError
+from mmbench.protocols import MissingSpec
+from mmbench.registry import DATASETS
+from mmbench.runner import build_adapter
 from tests import fixtures_data as fx
 
 HAS_H5 = importlib.util.find_spec("h5py") is not None
@@ -667,41 +672,113 @@ def test_cli_prepare_and_missing_dataset_error(root: Path, tmp_path: Path, monke
     assert "pad-ufes-20 (adapter pad_ufes): multiclass, 6 classes" in out and "train" in out
 
 
-E2E = {
-    "csv-example": [],
-    "pad-ufes-20": [],
-    "dvm": [],
-    "mimic": ["encoders.tabular.ffn_dim=16", "encoders.tabular.heads=2", "data.cohort=partial"],
-    "adni": ["encoders.image.widths=[4,4,4,4]", "data.image_size=16", "data.split=files"],
-    "adni-nifti": ["encoders.image.widths=[4,4,4,4]", "data.image_size=16"],
+#: Every registered dataset adapter -> the dataset cards run on its fixture data (written by
+#: ``tests/fixtures_data.py`` in the ``root`` fixture; ``synthetic`` generates its own) with their
+#: ``--set`` items. The tests below are parametrized over ``DATASETS.names()``: an adapter missing here
+#: fails them (no silent gap in coverage when a new adapter is registered).
+TOY_2D = ["encoders.image.name=test_resnet", "data.image_size=16"]
+TOY_3D = ["encoders.image.widths=[4,4,4,4]", "data.image_size=16"]
+ADAPTER_CARDS: dict[str, dict[str, list[str]]] = {
+    "synthetic": {"synthetic-tiny": [*TOY_2D, "data.n_samples=120"]},
+    "csv": {"csv-example": TOY_2D, "adni-nifti": TOY_3D},
+    "pad_ufes": {"pad-ufes-20": TOY_2D},
+    "dvm": {"dvm": TOY_2D},
+    "mimic": {"mimic": [*TOY_2D, "encoders.tabular.ffn_dim=16", "encoders.tabular.heads=2", "data.cohort=partial"]},
+    "adni": {"adni": [*TOY_3D, "data.split=files"]},
 }
+#: optional readers an adapter's fixture needs (a skip names the extra to install)
+NEEDS = {"adni": HAS_H5, "adni-nifti": HAS_NIB}
+CASES = [(a, c) for a in DATASETS.names() for c in (ADAPTER_CARDS.get(a) or {None: []})]
+
+
+def _card_sets(adapter: str, card: str | None) -> list[str]:
+    if card is None:
+        pytest.fail(f"dataset adapter {adapter!r} is registered but has no fixture: write its on-disk layout in "
+                    "tests/fixtures_data.py, call the writer in the `root` fixture and add the adapter with a "
+                    "dataset card to ADAPTER_CARDS in tests/test_datasets.py")
+    if not NEEDS.get(card, True):
+        pytest.skip("h5py / nibabel not installed (pip install 'mmbench[medical]')")
+    return ADAPTER_CARDS[adapter][card]
+
+
+@pytest.mark.parametrize("adapter", DATASETS.names())
+def test_every_registered_adapter_has_fixture_data(adapter: str) -> None:
+    assert ADAPTER_CARDS.get(adapter), (
+        f"dataset adapter {adapter!r} has no fixture data: add a writer to tests/fixtures_data.py, call it in the "
+        "`root` fixture, and list the adapter with a dataset card in ADAPTER_CARDS (tests/test_datasets.py)")
+    for card in ADAPTER_CARDS[adapter]:
+        assert load_dataset(card).adapter == adapter, f"card {card!r} does not use adapter {adapter!r}"
+
+
+@pytest.mark.parametrize(("adapter", "card"), CASES)
+def test_adapter_gives_three_consistent_splits(root: Path, adapter: str, card: str | None) -> None:
+    """Each adapter, on its fixture: three non-empty splits whose inputs, labels and presence agree in
+    length, dtype and trailing shape with each other and with the :class:`DataInfo`, and batches that
+    zero every absent input."""
+    sets = _card_sets(adapter, card)
+    spec = resolve("late_fusion", card, MissingSpec("none"), 0, overrides=parse_set(sets))
+    info, splits = build_adapter(spec, str(root)).load()
+    assert set(splits) == set(SPLITS)
+    assert info.num_classes >= 2 and len(info.class_names) in (0, info.num_classes)
+    first = splits["train"]
+    for name, sp in splits.items():
+        n = len(sp)
+        assert n > 0, f"{card}: empty {name} split"
+        assert sp.natural_present.shape == (n, len(MODALITIES)) and sp.natural_present.dtype == torch.bool
+        assert sp.natural_present.any(dim=1).all(), f"{card}: {name} keeps rows with no modality"
+        if info.task == "multilabel":
+            assert sp.y.shape == (n, info.num_classes) and set(sp.y.unique().tolist()) <= {0.0, 1.0}
+        else:
+            assert sp.y.shape == (n,) and sp.y.dtype == torch.long
+            assert 0 <= int(sp.y.min()) and int(sp.y.max()) < info.num_classes
+        assert set(sp.inputs) == set(MODALITIES), f"{card}: {name} inputs {sorted(sp.inputs)}"
+        for m in MODALITIES:
+            assert set(sp.inputs[m]) == set(first.inputs[m]), f"{card}: {name}/{m} keys differ from train"
+            for key, arr in sp.inputs[m].items():
+                ref = first.inputs[m][key]
+                assert arr.shape[0] == n, f"{card}: {name}/{m}/{key} has {arr.shape[0]} rows, the split {n}"
+                assert arr.shape[1:] == ref.shape[1:] and arr.dtype == ref.dtype, f"{card}: {name}/{m}/{key}"
+        assert tuple(sp.inputs["image"]["pixels"].shape[1:]) == tuple(info.image_shape)
+        tab = sp.inputs["tabular"]
+        if info.tabular_kind == "timeseries":
+            assert tab["values"].shape[-1] == info.timeseries_channels
+        else:
+            schema = info.tabular
+            assert schema is not None
+            assert (tab["cat"].shape[1] if "cat" in tab else 0) == len(schema.cat_cardinalities)
+            assert (tab["num"].shape[1] if "num" in tab else 0) == schema.n_num
+            for j, card_j in enumerate(schema.cat_cardinalities):
+                assert int(tab["cat"][:, j].max()) < card_j, f"{card}: {name} categorical column {j} out of range"
+        b = sp.batch(torch.arange(min(n, 8)), sp.natural_present)
+        for j, m in enumerate(MODALITIES):
+            for key, t in b.inputs[m].items():
+                absent = t[~b.present[:, j]]
+                assert not absent.any(), f"{card}: {name}/{m}/{key} is not zero where absent"
+    assert first.natural_present.any(dim=0).all(), f"{card}: a modality is absent from every training row"
 
 
 @pytest.mark.parametrize("method", ["late_fusion", "dfpl"])
-@pytest.mark.parametrize("dataset", list(E2E))
-def test_end_to_end_run(root: Path, tmp_path: Path, dataset: str, method: str) -> None:
-    from mmbench.registry import METHODS
+@pytest.mark.parametrize(("adapter", "card"), CASES)
+def test_end_to_end_run(root: Path, tmp_path: Path, adapter: str, card: str | None, method: str) -> None:
+    import json
 
-    if method not in METHODS:
-        pytest.skip(f"method {method!r} not registered yet")
-    if (dataset == "adni" and not HAS_H5) or (dataset == "adni-nifti" and not HAS_NIB):
-        pytest.skip("h5py / nibabel not installed")
     from typer.testing import CliRunner
 
     from mmbench.cli import app
 
-    image = [] if dataset.startswith("adni") else ["encoders.image.name=test_resnet", "data.image_size=16"]
     sets = ["train.epochs=1", "hidden=16", "train.batch_size=8", "train.device=cpu", "train.num_threads=1",
-            "train.amp=false", *image, *E2E[dataset]]
-    args = ["run", "--method", method, "--dataset", dataset, "--data-root", str(root), "--scenario", "both",
+            "train.amp=false", *_card_sets(adapter, card)]
+    args = ["run", "--method", method, "--dataset", card, "--data-root", str(root), "--scenario", "both",
             "--rate", "0.5", "--seeds", "0", "-o", str(tmp_path / "results")]
     for s in sets:
         args += ["--set", s]
     res = CliRunner().invoke(app, args, catch_exceptions=False)
     assert res.exit_code == 0, res.output
-    assert f"ok {method} on {dataset}" in res.output
-    import json
-
-    [record] = [json.loads(f.read_text()) for f in (tmp_path / "results" / dataset / method).glob("*.json")]
-    fp = record["data_fingerprint"]  # the fingerprint of the data the run was trained on
-    assert set(fp) == {"files", "image_counts", "digest"} and any(v is not None for v in fp["files"].values())
+    assert f"ok {method} on {card}" in res.output
+    [record] = [json.loads(f.read_text()) for f in (tmp_path / "results" / card / method).glob("*.json")]
+    assert record["status"] == "ok" and record["spec"]["dataset"]["adapter"] == adapter
+    fp = record["data_fingerprint"]  # the fingerprint of the data the run was trained on (None: generated)
+    if adapter == "synthetic":
+        assert fp is None
+    else:
+        assert set(fp) == {"files", "image_counts", "digest"} and any(v is not None for v in fp["files"].values())

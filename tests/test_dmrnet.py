@@ -198,3 +198,22 @@ def test_absent_raw_data_changes_nothing(data):
         split.inputs["image"]["pixels"] = old_img
         split.inputs["tabular"]["num"] = old_num
     assert torch.equal(before.logits, after.logits)
+
+
+def test_kl_and_hard_combination_compute_in_the_input_dtype():
+    """float64 in, float64 out (``gradcheck`` passes); float32 and half precision give float32."""
+    g = torch.Generator().manual_seed(0)
+    mu = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    logvar = torch.randn(4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    assert gaussian_kl(mu, logvar).dtype == torch.float64
+    assert torch.autograd.gradcheck(gaussian_kl, (mu, logvar))
+    per_sample = torch.rand(5, generator=g, dtype=torch.float64, requires_grad=True)
+    hard = torch.tensor([1, 0, 1, 0, 0], dtype=torch.bool)
+    for mode in ("fixed", "code"):
+        assert hard_combination_loss(per_sample, hard, mode).dtype == torch.float64
+        assert torch.autograd.gradcheck(lambda p, mode=mode: hard_combination_loss(p, hard, mode), (per_sample,))
+    mu32, lv32 = mu.detach().float(), logvar.detach().float()
+    assert gaussian_kl(mu32, lv32).dtype == torch.float32
+    assert gaussian_kl(mu32, lv32).item() == pytest.approx(gaussian_kl(mu, logvar).item(), rel=1e-5)
+    assert gaussian_kl(mu32.bfloat16(), lv32.bfloat16()).dtype == torch.float32
+    assert hard_combination_loss(per_sample.detach().half(), hard).dtype == torch.float32

@@ -232,3 +232,28 @@ def test_config_errors() -> None:
     DPLHead(ctx, {"image": 4, "tabular": 8}, DPLConfig(decomposed=False))  # whole-vector views
     with pytest.raises(ValueError, match="m_complete"):
         DPLConfig(m_complete=2.0)
+
+
+def test_supcon_and_arcface_compute_in_the_input_dtype():
+    """float64 in, float64 out (``gradcheck`` passes); float32 and half precision give float32."""
+    g = torch.Generator().manual_seed(0)
+    raw = torch.randn(3, 4, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    active = torch.tensor([True, True, False, True])
+
+    def loss(r: torch.Tensor, reduction: str) -> torch.Tensor:
+        return supcon(torch.nn.functional.normalize(r, dim=-1), 0.5, 1.0, reduction, active)
+
+    for reduction in ("mean", "sum"):
+        assert loss(raw, reduction).dtype == torch.float64
+        assert torch.autograd.gradcheck(lambda r, red=reduction: loss(r, red), (raw,))
+    # cosines on both sides of the non-easy margin switch (cos(pi - m) = -0.995 for m = 0.1)
+    cos = torch.tensor([[0.3, -0.999], [0.8, -0.2]], dtype=torch.float64, requires_grad=True)
+    target = torch.tensor([[True, True], [False, True]])
+    s, m = torch.full((2, 1), 16.0, dtype=torch.float64), torch.full((2, 1), 0.1, dtype=torch.float64)
+    assert arcface_logits(cos, target, s, m).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda c: arcface_logits(c, target, s, m), (cos,))
+    views32 = torch.nn.functional.normalize(raw.detach(), dim=-1).float()
+    assert supcon(views32, 0.5).dtype == torch.float32
+    assert supcon(views32, 0.5).item() == pytest.approx(supcon(views32.double(), 0.5).item(), rel=1e-5)
+    assert supcon(views32.bfloat16(), 0.5).dtype == torch.float32
+    assert arcface_logits(cos.detach().half(), target, s.float(), m.float()).dtype == torch.float32

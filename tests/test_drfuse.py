@@ -222,6 +222,19 @@ def test_official_jsd_rows_option(data):
     assert model.losses(batch, out)["jsd"].item() == pytest.approx(expected.item(), rel=1e-5)
 
 
+def test_official_jsd_rows_without_a_paired_row_is_clamped(data):
+    # no complete row: the official code divides its (non-zero, unmasked) numerator by 1e-6, a
+    # 10^6-fold spike; mmbench divides by max(1, 0) = 1, so the term equals the plain numerator
+    info, split = data
+    batch = make_batch(split, torch.tensor([[1, 0], [0, 1], [1, 0]], dtype=torch.bool))
+    model = build(info, jsd_rows="all")
+    model.eval()
+    out = model(batch)
+    numerator = sigmoid_jsd(out.aux["shared_image_raw"], out.aux["shared_tabular_raw"]).sum()
+    assert numerator.item() > 0
+    assert model.losses(batch, out)["jsd"].item() == pytest.approx(numerator.item(), rel=1e-5)
+
+
 @pytest.mark.parametrize("rows", [
     [[1, 1]] * 4, [[1, 0]] * 4, [[0, 1]] * 4, [[1, 0], [0, 1], [1, 0], [0, 1]], [[1, 1]],
     [[0, 0], [1, 1], [0, 1]],

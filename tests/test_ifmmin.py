@@ -295,3 +295,25 @@ def test_both_stages_run_in_one_fit(data):
     assert [row["stage"] for row in result.curves] == ["pretrain", "student"]
     assert set(result.curves[0]["train_loss"]) == {"task", "cmd", "total"}
     assert set(result.curves[1]["train_loss"]) == {"task", "recon", "invariant", "total"}
+
+
+# ----------------------------------------------------------------------------------- precision
+def test_cmd_and_masked_mse_compute_in_the_input_dtype():
+    """float64 in, float64 out: ``gradcheck`` passes; float32 stays float32, half precision is lifted."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(6, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    mx = torch.tensor([1, 1, 0, 1, 1, 1], dtype=torch.bool)
+    my = torch.tensor([1, 0, 1, 1, 1], dtype=torch.bool)
+    assert cmd(x, y, 3, mx, my).dtype == torch.float64
+    assert torch.autograd.gradcheck(lambda a, b: cmd(a, b, 3, mx, my), (x, y))
+    assert torch.autograd.gradcheck(lambda a, b: cmd(a, b, 5), (x, y))
+    pred = torch.randn(4, 2, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    target = torch.randn(4, 2, 3, generator=g, dtype=torch.float64)
+    cover = torch.tensor([[1, 0], [1, 1], [0, 0], [0, 1]], dtype=torch.bool)
+    assert torch.autograd.gradcheck(lambda p: masked_mse(p, target, cover), (pred,))
+    # float32 results equal the double-precision ones to float32 accuracy, in float32
+    x32, y32 = x.detach().float(), y.detach().float()
+    assert cmd(x32, y32, 3, mx, my).dtype == torch.float32
+    assert cmd(x32, y32, 3, mx, my).item() == pytest.approx(cmd(x, y, 3, mx, my).item(), rel=1e-5)
+    assert cmd(x32.bfloat16(), y32.bfloat16(), 3).dtype == torch.float32

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pytest
 import torch
@@ -64,6 +64,24 @@ def test_shapley_inactive_player_and_two_players() -> None:
     assert shapley_values([0, 5, 7, 9], 2, variant="mce_official") == pytest.approx([4.5, 4.5])
 
 
+def test_shapley_avmnist_rule_by_hand() -> None:
+    # the official AV-MNIST script: L = 2^n - 1 (3 for two modalities) and S over every coalition
+    # two players: phi_i = (|S|-1)!(L-|S|)!/L! (v(12) - v(i)) + v(i)/L = (v(12) - v(i))/6 + v(i)/3
+    #            = (v(12) + v(i)) / 6 -> (9 + 5)/6 and (9 + 7)/6: the two modalities now differ
+    assert shapley_values([0, 5, 7, 9], 2, variant="mce_avmnist") == pytest.approx([14 / 6, 16 / 6])
+    # the IEMOCAP rule (L = players present) on the same v gives both v(12)/2 = 4.5
+    assert shapley_values([0, 5, 7, 9], 2, variant="mce_official") == pytest.approx([4.5, 4.5])
+    # player 2 absent from the batch (so v(12) = 0): phi_1 = (0 - 5)/6 + 5/3 = 5/6, phi_2 = 0
+    assert shapley_values([0, 5, 0, 0], 2, players=0b01, variant="mce_avmnist") == pytest.approx([5 / 6, 0.0])
+    # three players: L = 7, weights 1!5!/7! = 1/42 (|S| = 2) and 2!4!/7! = 1/105 (|S| = 3)
+    # phi_A = (4-1)/42 + (2-1)/42 + (6-1)/105 + 1/7 = 2/21 + 1/21 + 3/21 = 2/7
+    # phi_B = (4-2)/42 + (3-2)/42 + (6-2)/105 + 2/7 = 1/14 + 4/105 + 2/7
+    # phi_C = (2-0)/42 + (3-0)/42 + (6-0)/105 + 0 = 5/42 + 2/35
+    v = [0, 1, 2, 4, 0, 2, 3, 6]
+    expected = [2 / 7, 1 / 14 + 4 / 105 + 2 / 7, 5 / 42 + 2 / 35]
+    assert shapley_values(v, 3, variant="mce_avmnist") == pytest.approx(expected)
+
+
 # ------------------------------------------------------------------------------- subset enumeration
 def test_subset_enumeration_and_normalisation_two_modalities() -> None:
     present = torch.tensor([CPL, IMG, TAB, CPL, NONE])
@@ -119,8 +137,11 @@ def toy_batch(present: list[tuple[bool, bool]], y: list[int] | None = None) -> B
     # textbook: v(I)=2, v(T)=1, v(IT)=1 -> phi_I = 1/2*2 + 1/2*(1-1) = 1, phi_T = 1/2*1 + 1/2*(1-2) = 0
     #   c_I = 2, c_T = 3, n_I = n_T = 3 -> b_I = (2-1)/3, b_T = (3-0)/3
     ("textbook", [1 / 3, 1.0]),
-    # official: phi_I = phi_T = v(IT)/2 = 0.5 -> b_I = 1.5/3, b_T = 2.5/3
+    # official, IEMOCAP rule: phi_I = phi_T = v(IT)/2 = 0.5 -> b_I = 1.5/3, b_T = 2.5/3
     ("mce_official", [0.5, 2.5 / 3]),
+    # official, AV-MNIST rule: phi_I = (v(IT) + v(I))/6 = 0.5, phi_T = (1 + 1)/6 = 1/3
+    #   -> b_I = (2 - 0.5)/3 = 0.5, b_T = (3 - 1/3)/3 = 8/9
+    ("mce_avmnist", [0.5, 8 / 9]),
 ])
 def test_batch_level_factor_b_by_hand(variant: str, expected_b: list[float]) -> None:
     bal = MCEBalancer(BuildContext(toy_info(), hidden=2), {"image": 2, "tabular": 2},
@@ -305,3 +326,103 @@ def test_capped_subset_pairs_are_reweighted() -> None:
     terms = pipe.loss_terms(batch, pipe(batch))
     assert len(method.seen[-1]) == 2  # the extra forward saw only the 2 drawn pairs
     torch.testing.assert_close(terms["mce_sub"], torch.tensor(2.0 * 4 * math.log(3) / 3 / 4))
+
+
+# ------------------------------------------------------------------------------- per-epoch masks
+class SpyLateFusion(LateFusion):
+    """Late fusion that logs the batches of its main training steps (``losses`` is called on those
+    only, not on MCE's subset forwards) and of its evaluation forwards."""
+
+    def __init__(self, ctx: BuildContext) -> None:
+        super().__init__(ctx, LateFusionConfig())
+        self.epoch = -1
+        self.train_seen: list[tuple[int, Batch]] = []
+        self.eval_seen: list[Batch] = []
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def forward(self, batch: Batch) -> Output:
+        if not self.training:
+            self.eval_seen.append(batch)
+        return super().forward(batch)
+
+    def losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:
+        self.train_seen.append((self.epoch, batch))
+        return super().losses(batch, out)
+
+
+def _batch_size(n: int) -> int:
+    """A batch size whose last training batch keeps at least 8 rows (none is dropped by the loader)."""
+    return next(bs for bs in range(12, 24) if n % bs == 0 or n % bs >= 8)
+
+
+def test_default_training_batches_are_the_protocols(tiny: tuple) -> None:
+    info, splits, ctx = tiny
+    train = splits["train"]
+    present = torch.from_numpy(simulate_presence(len(train), MissingSpec("both", 0.5), "train", 0))
+    pipe = build(ctx, use_b=False)
+    pipe.balancer.setup(pipe, {"train": StubLoader(split=train, present=present)})  # type: ignore[arg-type]
+    pipe.balancer.begin_epoch(0)
+    batch = train.batch(torch.arange(6), present)
+    assert pipe.balancer.train_batch(batch) is batch
+
+
+def test_per_epoch_masks_are_redrawn_independently_and_only_in_training() -> None:
+    from mmbench.config import TrainConfig
+    from mmbench.protocols import combine
+    from mmbench.train import Loader, fit
+
+    info, splits = SyntheticDataset(SyntheticOptions(n_samples=240, image_size=16)).load()
+    enc = EncodersConfig(tabular=TabularEncoderConfig(depth=1, heads=2, dropout=0.0))
+    ctx = BuildContext(info, enc, hidden=8)
+    train, val = splits["train"], splits["val"]
+    natural = torch.ones(len(train), 2, dtype=torch.bool)
+    natural[:5, 1] = False  # five rows have no table at all
+    train = replace(train, natural_present=natural)
+    spec = MissingSpec("imbalanced", rates={"image": 0.4, "tabular": 0.3})
+    present, keep = map(torch.from_numpy, combine(simulate_presence(len(train), spec, "train", 0, natural.numpy()),
+                                                  natural.numpy()))
+    rows = keep.nonzero().flatten()
+    assert not (~present[rows]).all(dim=1).any()  # the protocol never drops both
+    val_present = torch.from_numpy(simulate_presence(len(val), spec, "val", 0))
+    bs = _batch_size(len(rows))
+    loaders = {"train": Loader(train, present, bs, shuffle=True, seed=0, indices=rows),
+               "val": Loader(val, val_present, 64)}
+    torch.manual_seed(0)
+    method = SpyLateFusion(ctx)
+    dims = method.embed_dims()
+    bal = BALANCERS.get("mce")(ctx, dims, MCEConfig(ref_epochs=1, train_masks="per_epoch"))
+    pipe = Pipeline(method, HEADS.get("linear")(ctx, dims, HEADS.get("linear").Config()), bal)
+    epochs = 3
+    result = fit(pipe, loaders, TrainConfig(epochs=epochs, batch_size=bs, patience=epochs, device="cpu", amp=False),
+                 primary_metric="accuracy", task=info.task)
+
+    protocol_absent = (~present[rows]).sum(dim=0)  # rows without image, without table
+    masks = []
+    for epoch in range(epochs):
+        seen = [b for e, b in method.train_seen if e == epoch]
+        index = torch.cat([b.index for b in seen])
+        pres = torch.cat([b.present for b in seen])
+        assert len(set(index.tolist())) == len(index)  # each row at most once per epoch
+        skipped = len(rows) - len(index)  # rows that lost both modalities this epoch
+        # every epoch drops each modality from as many rows as the protocol does (now independently)
+        torch.testing.assert_close((~pres).sum(dim=0) + skipped, protocol_absent)
+        assert pres.any(dim=1).all()  # rows left with nothing never reach the model
+        assert result.curves[epoch]["balancer"]["epoch_absent"][2] == skipped
+        full = torch.zeros(len(train), 2, dtype=torch.bool)
+        full[index] = pres
+        masks.append((full, skipped))
+        for b in seen:
+            assert not b.present[b.index < 5, 1].any()  # natural missingness is never undone
+            assert (b.inputs["tabular"]["num"][~b.present[:, 1]] == 0).all()  # absent inputs stay zero
+            hidden = b.present[:, 0] & ~present[b.index, 0]  # images the protocol hides, shown this epoch
+            assert (b.inputs["image"]["pixels"][hidden].flatten(1).abs().sum(dim=1) > 0).all()
+    assert sum(skipped for _, skipped in masks) > 0  # independent draws: some rows lose both
+    assert not torch.equal(masks[0][0], masks[1][0]) and not torch.equal(masks[1][0], masks[2][0])
+    shown = torch.stack([m for m, _ in masks]).any(dim=0)
+    assert (shown & ~present)[rows].any()  # over the epochs the model sees inputs the protocol hides
+    # validation kept the protocol's mask throughout
+    assert method.eval_seen and all(torch.equal(b.present, val_present[b.index]) for b in method.eval_seen)
+    # the cached reference scores cover every row where the modality exists, not just the protocol's
+    assert bal.ref_correct[rows[~present[rows, 0]], 0].sum() > 0

@@ -35,6 +35,14 @@ class Balancer(nn.Module):
     def setup(self, pipeline: Pipeline, loaders: dict[str, Loader]) -> None:
         """Called once before training (dataset-level statistics, reference predictors, ...)."""
 
+    def begin_epoch(self, epoch: int) -> None:
+        """Hook called at the start of every training epoch (0-based, counted across stages)."""
+
+    def train_batch(self, batch: Batch) -> Batch:
+        """The batch a training step uses, before the forward (default: unchanged). Only training
+        batches pass through it; validation and test batches keep the protocol's masks."""
+        return batch
+
     def losses(self, pipeline: Pipeline, batch: Batch, out: Output,
                terms: dict[str, Tensor]) -> dict[str, Tensor]:
         """Return the (re-weighted / extended) loss terms of one training step."""

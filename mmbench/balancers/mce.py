@@ -3,25 +3,33 @@
 MCE adds, to the method's own objective, per-modality terms re-weighted by learning factors (LCE)
 and two representation tasks (RCE), using the method only through the presence mask:
 
-* LCE (methods.md §5.4): dataset-level ``a_m = N / N_m`` (inverse availability of m in the training
-  split) and batch-level ``b_m = max(0, c_m - phi_m) / n_m``, where ``c_m`` counts the batch rows with
-  m that a frozen unimodal *reference* predictor of m classifies correctly, ``phi_m`` is the Shapley
-  value of m for ``v(S)`` = correct fused predictions with only the modalities ``S`` kept (summed
-  over the rows whose available set contains S; the full set reuses the main prediction), and
-  ``n_m`` counts the rows with m. Both are computed without gradient and scale the terms of m.
-* RCE (methods.md §5.5): subset prediction, the classification loss with the method re-run on each
-  non-empty proper subset S of a row's available set A_i, weighted ``1 / (2^|A_i| - 1)``, summed and
-  divided by the rows with any modality; cross-modal completion, L1 between the full-input embedding
-  of each modality in ``A_i - S`` and its completion from the subset forward, same normalisation.
+* LCE (docs/methods.md#mce-factors): dataset-level ``a_m = N / N_m`` (inverse availability of m in the
+  training split) and batch-level ``b_m = max(0, c_m - phi_m) / n_m``, where ``c_m`` counts the batch
+  rows with m that a frozen unimodal *reference* predictor of m classifies correctly, ``phi_m`` is the
+  Shapley value of m for ``v(S)`` = correct fused predictions with only the modalities ``S`` kept
+  (summed over the rows whose available set contains S; the full set reuses the main prediction),
+  and ``n_m`` counts the rows with m. Both are computed without gradient and scale the terms of m.
+* RCE (docs/methods.md#mce-terms): subset prediction, the classification loss with the method re-run on
+  each non-empty proper subset S of a row's available set A_i, weighted ``1 / (2^|A_i| - 1)``, summed
+  and divided by the rows with any modality; cross-modal completion, L1 between the full-input
+  embedding of each modality in ``A_i - S`` and its completion from the subset forward, same
+  normalisation.
 * Unimodal ("sep") terms: a classifier per modality on the main forward's pooled embedding.
 
-Total added to the method/head terms: ``w_rec L_rec + w_sep L_sep + w_sub L_sub`` (Eq. of §5.5).
+Total added to the method/head terms: ``w_rec L_rec + w_sep L_sep + w_sub L_sub``.
+
+``v(S)`` pools row populations, as the official code does: ``v({image})`` counts the image-only rows
+(main forward) together with the complete rows re-run with the table dropped, while ``v({image,
+tabular})`` counts the complete rows only. Its Shapley values therefore mix the fused model's skill
+on rows that are image-only by nature or protocol with its skill on complete rows deprived of a
+modality; ``c_m`` likewise counts every row with m.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -63,9 +71,9 @@ def correct(logits: Tensor, y: Tensor, task: str) -> Tensor:
 
 @register_balancer("mce")
 class MCEBalancer(Balancer):
-    """MCE's learning factors and capability-enhancement terms (methods.md §5), for any method.
+    """MCE's learning factors and capability-enhancement terms (docs/methods.md#mce), for any method.
 
-    Deviations from the official code (also in ``methods/late_fusion+mce.yaml`` notes):
+    Deviations from the official code (also in ``balancers/mce.yaml`` notes):
       * Subsets are forced through the presence mask (``batch.with_present``): the whole pipeline
         (encoders included) is re-run on the subset rows, where the official code re-runs only its
         fusion transformer on cached features. One batched forward covers every (row, subset) pair.
@@ -77,8 +85,11 @@ class MCEBalancer(Balancer):
       * The reference predictors are trained in ``setup`` (``ref_epochs``, Adam ``ref_lr``) on the
         rows where their modality is available, then frozen; the official code loads checkpoints.
       * The Shapley players are the modalities present somewhere in the batch; one absent from the
-        whole batch gets b_m = 0 (the official code fails there, methods.md Addendum).
+        whole batch gets b_m = 0 (the official code fails there).
       * The terms are added in training only; evaluation losses are the method's (and head's).
+      * Training masks are the protocol's (static) unless ``train_masks="per_epoch"``, which redraws
+        them every epoch, independently per modality, as the official IEMOCAP trainer effectively does
+        (its mask matrix is indexed by batch position under a shuffled loader); see :meth:`train_batch`.
     """
 
     Config = MCEConfig
@@ -103,6 +114,15 @@ class MCEBalancer(Balancer):
         self.register_buffer("a", torch.ones(M), persistent=False)
         self.register_buffer("shapley_w", shapley_table(M, cfg.shapley).float(), persistent=False)
         self.register_buffer("ref_correct", torch.zeros(0, M), persistent=False)
+        # per-epoch training masks (train_masks="per_epoch"): the training loader, its rows' natural
+        # presence, how many rows lose each modality, the run's mask seed and the current epoch's mask
+        self._mask_loader: Loader | None = None
+        self._mask_rows = torch.zeros(0, dtype=torch.long)
+        self._mask_natural = torch.zeros(0, M, dtype=torch.bool)
+        self._mask_drops = torch.zeros(M, dtype=torch.long)
+        self._mask_seed = 0
+        self._epoch_present: Tensor | None = None
+        self._epoch_absent = torch.zeros(0)
         self._ready = False
         self._frozen = False
         #: last step's factors (a, b, phi, c) for inspection; not loss terms
@@ -126,21 +146,80 @@ class MCEBalancer(Balancer):
         n_m = present.sum(dim=0).float()
         a = torch.where(n_m > 0, n_any / n_m.clamp_min(1.0), torch.zeros_like(n_m))
         self.a.copy_(a.to(self.a.device))
+        if self.cfg.train_masks == "per_epoch":
+            self._setup_masks(train)
         if self.references is not None:
             self._train_references(train)
             if self.cfg.cache_reference:
-                self._score_references(train)
+                # per-epoch masks show a row's modality in some epochs only: score it wherever it exists
+                natural = self._natural_presence(train) if self.cfg.train_masks == "per_epoch" else None
+                self._score_references(train, natural)
         self._ready = True
 
-    def _batches(self, loader: Loader, shuffle: bool, generator: torch.Generator | None = None):
+    def _batches(self, loader: Loader, shuffle: bool, generator: torch.Generator | None = None,
+                 present: Tensor | None = None):
         rows = getattr(loader, "indices", None)
         rows = torch.arange(len(loader.split)) if rows is None else rows
         if shuffle:
             rows = rows[torch.randperm(len(rows), generator=generator)]
         device = getattr(loader, "device", self.a.device)
         bs = int(loader.batch_size)
+        present = loader.present if present is None else present
         for start in range(0, len(rows), bs):
-            yield loader.split.batch(rows[start:start + bs], loader.present).to(device)
+            yield loader.split.batch(rows[start:start + bs], present).to(device)
+
+    # ------------------------------------------------------------------- per-epoch training masks
+    @staticmethod
+    def _natural_presence(loader: Loader) -> Tensor:
+        natural = getattr(getattr(loader, "split", None), "natural_present", None)
+        if natural is None:
+            raise RuntimeError("balancer 'mce': train_masks='per_epoch' needs the training loader's split "
+                               "and its natural presence (split.natural_present)")
+        return natural.to(torch.bool).cpu()
+
+    def _setup_masks(self, loader: Loader) -> None:
+        """Per modality, the number of training rows the protocol drops it from (beyond natural
+        missingness); every epoch then drops it from that many rows again, drawn afresh."""
+        rows = getattr(loader, "indices", None)
+        natural = self._natural_presence(loader)
+        rows = torch.arange(len(natural)) if rows is None else rows.cpu()
+        self._mask_loader = loader
+        self._mask_rows = rows
+        self._mask_natural = natural[rows]
+        protocol = loader.present.to(torch.bool).cpu()[rows]
+        self._mask_drops = (self._mask_natural & ~protocol).sum(dim=0)
+        # from the run's seed, like the reference stage: the trainer's own generators are untouched
+        self._mask_seed = int(torch.initial_seed() % (2**63))
+        self._epoch_present = None
+
+    def begin_epoch(self, epoch: int) -> None:
+        """``train_masks="per_epoch"``: draw this epoch's training mask (a no-op otherwise)."""
+        if self._mask_loader is None:
+            return
+        rng = np.random.default_rng(np.random.SeedSequence([self._mask_seed, int(epoch), 2029]))
+        present = self._mask_natural.clone()
+        for j in range(present.shape[1]):
+            have = present[:, j].nonzero().flatten().numpy()
+            drop = rng.permutation(have)[: int(self._mask_drops[j])]
+            present[torch.from_numpy(drop).long(), j] = False
+        full = torch.zeros(len(self._mask_loader.split), present.shape[1], dtype=torch.bool)
+        full[self._mask_rows] = present
+        self._epoch_present = full
+        # training rows without each modality this epoch, and rows left with none (skipped)
+        self._epoch_absent = torch.cat([(~present).sum(dim=0), (~present.any(dim=1)).sum().view(1)]).float()
+
+    def train_batch(self, batch: Batch) -> Batch:
+        """``train_masks="per_epoch"``: the batch's rows re-read under this epoch's mask; rows that
+        lose every modality are left out (the protocol removes such rows too). Otherwise unchanged."""
+        if self._mask_loader is None:
+            return batch
+        if self._epoch_present is None:
+            self.begin_epoch(0)
+        assert self._epoch_present is not None
+        idx = batch.index.cpu()
+        idx = idx[self._epoch_present[idx].any(dim=1)]
+        device = batch.present.device
+        return self._mask_loader.split.batch(idx, self._epoch_present, None if device.type == "cpu" else device)
 
     def _train_references(self, loader: Loader) -> None:
         assert self.references is not None
@@ -171,10 +250,10 @@ class MCEBalancer(Balancer):
         self._frozen = True
 
     @torch.no_grad()
-    def _score_references(self, loader: Loader) -> None:
+    def _score_references(self, loader: Loader, present: Tensor | None = None) -> None:
         assert self.references is not None
         table = torch.zeros(len(loader.split), len(MODALITIES), device=self.a.device)
-        for batch in self._batches(loader, shuffle=False):
+        for batch in self._batches(loader, shuffle=False, present=present):
             table[batch.index.to(table.device)] = self._reference_correct(batch).to(table.device)
         self.ref_correct = table
 
@@ -201,7 +280,9 @@ class MCEBalancer(Balancer):
         """(b, phi): the batch-level factor of each modality slot and its Shapley value (no grad).
 
         ``v(S)`` sums the correct predictions of the rows whose available set is S (main forward)
-        and of the subset forwards with pattern S; ``c_m`` sums ``reference_correct`` over the rows
+        and of the subset forwards with pattern S (so a singleton's value pools rows that have only
+        that modality with complete rows re-run without the other; see the module docstring);
+        ``c_m`` sums ``reference_correct`` over the rows
         with m; ``b_m = max(0, c_m - phi_m) / n_m`` (0 where ``n_m = 0``).
         """
         pres = batch.present.to(torch.bool)
@@ -263,6 +344,8 @@ class MCEBalancer(Balancer):
         a = self.a.to(pres.device) if cfg.use_a else torch.ones(M, device=pres.device)
         factor = (a * b).detach()
         self.stats = {"a": a.detach(), "b": b.detach(), "phi": phi.detach()}
+        if self._mask_loader is not None:  # per-epoch masks: [absent image, absent tabular, rows skipped]
+            self.stats["epoch_absent"] = self._epoch_absent
 
         new = dict(terms)
         new["mce_sub"] = cfg.w_sub * l_sub
@@ -300,7 +383,7 @@ def subset_rows(present: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Every (row i, non-empty proper subset S of its available set A_i), ordered by S then row.
 
     Returns the row indices, the subsets as bitmasks, and the normalisation weight
-    ``1 / (2^|A_i| - 1)`` of methods.md §5.5 for each pair. Rows with a single modality have no
+    ``1 / (2^|A_i| - 1)`` of L_sub and L_rec for each pair. Rows with a single modality have no
     proper subset and do not appear.
     """
     M = present.shape[1]

@@ -1,6 +1,6 @@
 """The batch and output containers shared by data, methods, heads and balancers.
 
-Contract (DESIGN.md): absent inputs never reach a model. ``Batch.inputs[m]`` holds the tensors of
+Contract (docs/adding.md#contracts): absent inputs never reach a model. ``Batch.inputs[m]`` holds the tensors of
 modality ``m`` with every row where ``m`` is absent set to zero, and ``present[:, j]`` says which
 rows have modality ``MODALITIES[j]``. ``Batch.drop`` re-applies that rule when a balancer forces
 extra modalities absent.

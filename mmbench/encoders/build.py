@@ -64,7 +64,7 @@ class SharedSpecific(nn.Module):
         self.shared, self.specific = build(), build()
         if not isinstance(self.shared, StagedEncoder):
             raise ConfigError(f"encoder {type(self.shared).__name__} is not a StagedEncoder: shared/specific "
-                              "pairs need its stem and stage names (see docs/adding.md, 'An encoder')")
+                              "pairs need its stem and stage names (see docs/adding.md#an-encoder)")
         check_separate(separate)
         n = len(self.shared.stage_names)
         self.num_shared = 0 if separate == "all" else max(0, n - int(separate))

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from ..data.batch import IMAGE, TABULAR, Batch, Output
 from ..errors import ConfigError
-from ..losses import masked_mean
+from ..losses import compute_dtype, masked_mean
 from ..models.base import BuildContext
 from ..registry import register_head
 from .base import Head
@@ -48,8 +48,9 @@ def arcface_logits(cos: Tensor, target: Tensor, s: Tensor, m: Tensor) -> Tensor:
     keeping it monotone. ``sin(theta)`` uses ``1 - cos^2`` clamped away from 0, so ``|cos| -> 1``
     gives a finite value and a finite gradient (no NaN).
     """
-    cos = cos.float().clamp(-1.0, 1.0)
-    s, m = s.float(), m.float()
+    dtype = compute_dtype(cos)
+    cos = cos.to(dtype).clamp(-1.0, 1.0)
+    s, m = s.to(dtype), m.to(dtype)
     sin = torch.sqrt((1.0 - cos * cos).clamp_min(_EPS))
     phi = cos * torch.cos(m) - sin * torch.sin(m)
     phi = torch.where(cos > torch.cos(math.pi - m), phi, cos - m * torch.sin(m))
@@ -67,7 +68,7 @@ def supcon(views: Tensor, temperature: float, base_temperature: float = 1.0,
     ``sum``: the double sum of Eq. 12. Anchors without a positive contribute 0.
     """
     K, V, D = views.shape
-    feats = views.float().transpose(0, 1).reshape(V * K, D)  # view-major, as torch.cat(unbind(.., 1))
+    feats = views.to(compute_dtype(views)).transpose(0, 1).reshape(V * K, D)  # view-major, as torch.cat(unbind(.., 1))
     labels = torch.arange(K, device=views.device).repeat(V)
     on = torch.ones(V, dtype=torch.bool, device=views.device) if active is None else active.to(torch.bool)
     on = on.repeat_interleave(K)
@@ -92,7 +93,7 @@ class DPLHead(Head):
     Deviations (also in ``methods/late_fusion+dpl.yaml`` notes):
       * SupCon views are the prototype components of the missing cases seen in training so far (the
         official code picks them per dataset scenario: 4 for ``both``, 3 for one-modality-missing,
-        Sec. 6.4 of methods.md); both agree once every case of the scenario has occurred.
+        docs/methods.md#dpl-losses); both agree once every case of the scenario has occurred.
       * ``supcon_reduction: mean`` (default) follows the official SupCon normalisation that lambda = 0.9
         was tuned with; Eq. 12 as printed is an unnormalised sum (``sum``).
       * The decomposed SupCon compares image and tabular components, so it needs equal embedding
@@ -176,9 +177,8 @@ class DPLHead(Head):
         s, m = self.s[idx][:, None], self.m[idx][:, None]
         cos = out.logits
         if self.task == "multilabel":
-            y = batch.y.float()
-            logits = arcface_logits(cos, y > 0.5, s, m)
-            bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
+            logits = arcface_logits(cos, batch.y > 0.5, s, m)
+            bce = F.binary_cross_entropy_with_logits(logits, batch.y.to(logits.dtype), reduction="none")
             per = bce.sum(dim=1) if self.cfg.multilabel_reduction == "sum" else bce.mean(dim=1)
         else:
             y = batch.y.long()

@@ -1,4 +1,4 @@
-"""The method interface every registered method implements (DESIGN.md, "A method").
+"""The method interface every registered method implements (docs/adding.md#a-method).
 
 A method is an ``nn.Module`` built from a :class:`BuildContext` and its typed ``Config``;
 ``forward(batch) -> Output`` and ``losses(batch, out) -> dict``. The loss dict holds each term
@@ -91,3 +91,9 @@ class Method(nn.Module):
 
     def begin_epoch(self, epoch: int) -> None:
         """Hook called at the start of every training epoch (0-based, counted across stages)."""
+
+    def probe_features(self, out: Output) -> dict[str, Tensor]:
+        """Named feature groups the ground-truth probes read (:mod:`mmbench.probes`): ``<modality>`` or
+        ``<modality>.<branch>`` -> ``B x D``. Default: the pooled embedding of each modality; methods
+        with shared and specific branches name both (``image.shared``, ``image.specific``)."""
+        return {m: out.embeddings[m] for m in self.modalities if m in out.embeddings}

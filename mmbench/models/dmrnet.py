@@ -1,7 +1,7 @@
 """DMRNet: robust multimodal learning via representation decoupling (Wei, Luo, Wang, Luo, ECCV 2024).
 
 Per-modality encoders give pooled features ``a`` (image) and ``v`` (table); the feature of a modality
-that is absent is zeroed **after** the encoder (DMRNet's native representation, methods.md 4.3), and
+that is absent is zeroed **after** the encoder (DMRNet's native representation, docs/methods.md#dmrnet), and
 ``h = [a; v]``. The fused input is embedded as a Gaussian (probabilistic embedding):
 ``mu = BN(W_mu h)``, ``log sigma^2 = BN(W_s h)``; training samples ``z = mu + eps * sigma``, evaluation
 uses ``z = mu``; logits ``= W z``. Loss terms:
@@ -44,7 +44,7 @@ from torch import Tensor, nn
 
 from ..data.batch import IMAGE, MODALITIES, TABULAR, Batch, Output
 from ..encoders.build import build_encoder
-from ..losses import task_loss, task_loss_per_sample
+from ..losses import compute_dtype, task_loss, task_loss_per_sample
 from ..registry import register_method
 from .base import BuildContext, Method
 from .params import DMRNetConfig
@@ -53,9 +53,10 @@ from .params import DMRNetConfig
 def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
     """``1/B sum_i 1/2 sum_k (sigma^2 + mu^2 - log sigma^2 - 1)``: KL(N(mu, sigma^2) || N(0, I)), batch mean.
 
-    (Computed in float32; ``sigma^2 = exp(log sigma^2)``.)
+    (Computed in :func:`~mmbench.losses.compute_dtype` of the inputs; ``sigma^2 = exp(log sigma^2)``.)
     """
-    mu, logvar = mu.float(), logvar.float()
+    dtype = compute_dtype(mu, logvar)
+    mu, logvar = mu.to(dtype), logvar.to(dtype)
     per_row = 0.5 * (logvar.exp() + mu.pow(2) - logvar - 1.0).sum(dim=1)
     return per_row.mean() if per_row.numel() else per_row.sum()
 
@@ -66,9 +67,9 @@ def hard_combination_loss(per_sample: Tensor, hard: Tensor, mode: str = "fixed")
     ``fixed``: ``1/B sum_i 1[hard_i] l_i`` (each hard row gets extra weight, same scale as the task CE;
     0 when no row is hard). ``code``: the official broadcasting, ``n_hard * 1/B sum_i l_i``.
     """
-    per_sample = per_sample.float()
+    per_sample = per_sample.to(compute_dtype(per_sample))
     b = max(per_sample.shape[0], 1)
-    hard = hard.float()
+    hard = hard.to(per_sample.dtype)
     if mode == "fixed":
         return (per_sample * hard).sum() / b
     return hard.sum() * per_sample.sum() / b

@@ -1,7 +1,7 @@
 """DrFuse (Yao et al., AAAI 2024): disentangled shared/distinct features, logit pooling of the shared
 features, disease-(class-)wise attention fusion and an attention ranking loss.
 
-Adapted to image + tabular (methods.md §1.9): the EHR branch becomes the tabular encoder and the CXR
+Adapted to image + tabular (docs/methods.md#drfuse-port): the EHR branch becomes the tabular encoder and the CXR
 branch the image encoder; the original assumes the EHR is always present, here both modalities may be
 absent, so every mask is symmetric:
 
@@ -169,8 +169,10 @@ class DrFuse(Method):
     * multi-class tasks use softmax CE for every prediction loss (the paper's BCE is kept for
       multi-label); ranking targets come from ``rank_target``;
     * JSD is masked to complete rows (the official code sums its numerator over all rows, including
-      zero images; ``jsd_rows="all"``);
-    * the image branches pool globally (the official code's CXR branch has no pooling, §1.7);
+      zero images; ``jsd_rows="all"``). A batch without a complete row: the official code divides
+      that numerator by ``max(1e-6, #paired)``, i.e. multiplies it by 10^6; ``jsd_rows="all"`` clamps
+      the count at 1 instead (the numerator itself), and ``"complete"`` gives 0;
+    * the image branches pool globally (the official CXR branch does not pool: docs/methods.md#drfuse-official-code);
     * the ranking loss covers complete rows only, as the official code (``pairs`` mask).
 
     ``Output.embeddings[m]`` is ``h_ds_m + g(h_sh_m)`` (distinct plus projected shared feature of that
@@ -223,6 +225,11 @@ class DrFuse(Method):
         if self.cfg.jsd_rows == "all":  # official-code JSD: unmasked shared features (loss use only)
             aux["shared_image_raw"], aux["shared_tabular_raw"] = raw["image"], raw["tabular"]
         return Output(logits=logits, embeddings=emb, aux=aux)
+
+    def probe_features(self, out: Output) -> dict[str, Tensor]:
+        """The shared and distinct (specific) features of each modality."""
+        return {f"{m}.{branch}": out.aux[f"{key}_{m}"] for m in ("image", "tabular")
+                for branch, key in (("shared", "shared"), ("specific", "distinct"))}
 
     def losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:
         """Weighted terms: prediction (final + 3 branch heads), JSD, two ``|cos|`` and ranking."""

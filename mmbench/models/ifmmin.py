@@ -14,7 +14,7 @@ Two stages in one run (``stages()``):
    embedding of the modalities missing to the student and H the teacher invariant features of the
    full input.
 
-Adaptation to a benchmark with incomplete *training* data (methods.md 3.5-3.6): the teacher targets
+Adaptation to a benchmark with incomplete *training* data (docs/methods.md#if-mmin-port): the teacher targets
 exist only where the modality is really present, so both MSE terms are masked per (row, modality)
 to slots whose ground truth exists, dividing by the number of covered elements (zero when none).
 CMD compares the distribution of ``h_img`` over rows with an image to that of ``h_tab`` over rows
@@ -30,9 +30,11 @@ Deviations (also in ``methods/ifmmin.yaml`` ``notes:``):
 * ``student_patterns="all"`` (default): a complete training row is shown to the student as complete,
   image-only or tabular-only with equal probability. The official code draws only the incomplete
   patterns (its test set has no complete condition); ``"incomplete"`` reproduces that.
-* ``cascade="paper"`` (default): block k's input is (output of block k-1) + H' (methods.md 3.4).
-  The official ``ResidualAE`` (``autoencoder_2.py``, commit a4b6ef40) instead accumulates
-  ``x <- x + H'`` and discards the intermediate decoder outputs; ``cascade="code"`` reproduces it.
+* ``cascade="paper"`` (default): block k's input is (output of block k-1) + H' and ``E_hat`` is the
+  transition of the last block's output; this is also the official ``ResidualAE``
+  (``models/networks/autoencoder_2.py``) at the pinned HEAD f4d65fc4. ``cascade="code"`` reproduces
+  the version first published (commit a4b6ef40, used until 2024), which accumulates ``x <- x + H'``
+  and discards the intermediate decoder outputs (docs/methods.md#if-mmin-cascade-wirings).
 * ``recon_target="missing"`` (default): the reconstruction term covers only the slots of modalities
   missing to the student. ``"code"`` also regresses the slots of the modalities the student sees onto
   the teacher's embedding of a zeroed input (the MMIN convention ``T = Enc_T(x * (1 - e))``).
@@ -51,7 +53,7 @@ from torch import Tensor, nn
 
 from ..data.batch import IMAGE, MODALITIES, TABULAR, Batch, Output
 from ..encoders.build import build_encoder
-from ..losses import masked_mean, task_loss
+from ..losses import compute_dtype, masked_mean, task_loss
 from ..registry import register_method
 from .base import BuildContext, Method, Stage
 from .params import IFMMINConfig
@@ -69,11 +71,13 @@ def cmd(x: Tensor, y: Tensor, k: int, mask_x: Tensor | None = None, mask_y: Tens
     ``CMD_K(x, y) = ||E x - E y||_2 + sum_{j=2..K} ||E (x - E x)^j - E (y - E y)^j||_2``,
 
     moments taken elementwise over the rows (``mask_x`` / ``mask_y`` select them), without the
-    ``1/|b-a|^j`` scaling of the original CMD. Zero when either side has no row.
+    ``1/|b-a|^j`` scaling of the original CMD. Zero when either side has no row. Computed in
+    :func:`~mmbench.losses.compute_dtype` of the inputs (float64 stays float64).
     """
-    x, y = x.float(), y.float()
-    wx = torch.ones(x.shape[0], device=x.device) if mask_x is None else mask_x.float()
-    wy = torch.ones(y.shape[0], device=y.device) if mask_y is None else mask_y.float()
+    dtype = compute_dtype(x, y)
+    x, y = x.to(dtype), y.to(dtype)
+    wx = torch.ones(x.shape[0], device=x.device, dtype=dtype) if mask_x is None else mask_x.to(dtype)
+    wy = torch.ones(y.shape[0], device=y.device, dtype=dtype) if mask_y is None else mask_y.to(dtype)
     nx, ny = wx.sum(), wy.sum()
 
     def moment(t: Tensor, w: Tensor, n: Tensor) -> Tensor:
@@ -84,7 +88,7 @@ def cmd(x: Tensor, y: Tensor, k: int, mask_x: Tensor | None = None, mask_y: Tens
     cx, cy = x - mx, y - my
     for j in range(2, k + 1):
         total = total + _zero_safe_norm(moment(cx.pow(j), wx, nx) - moment(cy.pow(j), wy, ny))
-    return total * ((nx > 0) & (ny > 0)).float()
+    return total * ((nx > 0) & (ny > 0)).to(dtype)
 
 
 def masked_mse(pred: Tensor, target: Tensor, cover: Tensor) -> Tensor:
@@ -93,7 +97,8 @@ def masked_mse(pred: Tensor, target: Tensor, cover: Tensor) -> Tensor:
     ``cover`` is ``B x M`` bool; the sum of squared errors over covered slots is divided by
     ``d * (number of covered slots)`` (``torch.nn.MSELoss`` when every slot is covered), 0 when none.
     """
-    return masked_mean((pred.float() - target.float()).pow(2), cover)
+    dtype = compute_dtype(pred, target)
+    return masked_mean((pred.to(dtype) - target.to(dtype)).pow(2), cover)
 
 
 def _mlp_classifier(in_dim: int, layers: tuple[int, ...], out_dim: int, dropout: float) -> nn.Sequential:
@@ -180,7 +185,7 @@ class IFMMIN(Method):
         super().__init__(ctx, cfg)
         d, n_mod = ctx.hidden, len(MODALITIES)
         self.encoders = nn.ModuleDict({m: build_encoder(m, ctx.info, ctx.encoders, d) for m in MODALITIES})
-        # Inv keeps the width d: the imagination module adds H' to E (methods.md 3.6)
+        # Inv keeps the width d: the imagination module adds H' to E (docs/methods.md#if-mmin-port)
         self.inv = nn.Sequential(nn.Linear(d, d), nn.LeakyReLU(), nn.Linear(d, d), nn.LeakyReLU())
         self.pretrain_classifier = _mlp_classifier(2 * n_mod * d, cfg.cls_layers, self.num_classes,
                                                    cfg.pretrain_dropout)

@@ -53,7 +53,8 @@ class DrFuseConfig:
             branch's per-sample CE, the same for every class. Multi-label always uses per-label BCE.
         jsd_rows: ``"complete"`` (default) = JSD averaged over rows where both modalities are
             present; ``"all"`` = the official code: numerator summed over every row with any modality
-            (an absent modality enters through its zero-input features), divided by the complete count.
+            (an absent modality enters through its zero-input features), divided by the complete count,
+            clamped at 1 when a batch has no complete row (the official code divides by 1e-6 there).
         separate_stages: how many top encoder stages the shared and the distinct encoder of a
             modality do *not* share (``"all"``: only the stem is shared, as the official code).
     """
@@ -116,7 +117,8 @@ class IFMMINConfig:
             never read by the model, so the effective weight is 1).
         ae_layers: encoder widths of each autoencoder block (decoder mirrors them).
         ae_blocks: number of cascaded autoencoder blocks.
-        cascade: ``paper`` (block input = previous block output + H') or ``code`` (official ResidualAE).
+        cascade: ``paper`` (block input = previous block output + H'; also the official ResidualAE at
+            HEAD f4d65fc4) or ``code`` (the official ResidualAE as first published, commit a4b6ef40).
         cls_layers: hidden widths of both classifiers.
         pretrain_dropout: dropout of the stage-1 classifier.
         student_dropout: dropout of the student classifier.

@@ -7,7 +7,7 @@ the classifier reads ``[f_image; f_tabular]``. Objective ``L = L_task + alpha L_
 distribution alignment (DAO) between the shared features and domain (modality) classification (DCO)
 of the specific features.
 
-Adapted to image + tabular (methods.md §2.5): a literally shared encoder cannot take raw pixels and
+Adapted to image + tabular (docs/methods.md#shaspec-port): a literally shared encoder cannot take raw pixels and
 table rows, so each modality first goes through a *stem* (the dataset card's encoder for that modality,
 giving tokens of the common width ``hidden``) and the shared encoder is a transformer trunk over those
 tokens whose weights are shared by both modalities. The specific encoder of a modality is a stem of its
@@ -138,6 +138,11 @@ class ShaSpec(Method):
         else:
             aux["domain_logits"] = self.domain_classifier(s)
         return Output(logits=logits, embeddings=emb, aux=aux)
+
+    def probe_features(self, out: Output) -> dict[str, Tensor]:
+        """The shared and specific features of each modality."""
+        return {f"{m}.{branch}": out.aux[branch][:, j] for j, m in enumerate(MODALITIES)
+                for branch in ("shared", "specific")}
 
     def losses(self, batch: Batch, out: Output) -> dict[str, Tensor]:
         """``task`` + ``alpha`` DAO + ``beta`` DCO, masked by presence unless ``aux_on_absent``."""

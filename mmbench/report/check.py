@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..core import LOWER_IS_BETTER
 from ..errors import MMBenchError
 from ..records import RunRecord
 from .frame import CELL_KEYS
@@ -72,7 +73,6 @@ def compare(records: list[RunRecord], ref: pd.DataFrame, tolerance: float, k: fl
     """Each reference cell's mean against the results' mean: regressed if worse by more than
     ``max(k * SE, tolerance)`` (see the module docstring; ``k = 0`` gives a plain absolute tolerance)."""
     cur = summarize(records)
-    from ..metrics import LOWER_IS_BETTER
 
     for df in (cur, ref):
         for col in ("rate", "test_rate"):

@@ -14,7 +14,7 @@
   blocks are dataset x missingness cells with seeds averaged first (seeds of one cell are not
   independent problems); Friedman chi-square test, average ranks (1 = best), and pairwise Wilcoxon
   signed-rank tests over blocks with Holm's step-down adjustment.
-* **Robustness summaries** (style.md A7.6): :func:`drop_summary` (metric minus the same method and
+* **Robustness summaries**: :func:`drop_summary` (metric minus the same method and
   seed at 0% missing) and :func:`auc_summary` (area under the metric vs missing-rate curve).
 
 Every metric of :data:`mmbench.metrics.METRICS` is higher-is-better; ranks and "best" assume that.
@@ -435,7 +435,7 @@ def friedman_summary(records: list[RunRecord], metric: str | None = None,
 
 
 # --------------------------------------------------------------------------------------------------
-# robustness summaries (style.md A7.6)
+# robustness summaries: drop against the complete / 0% condition, area under the curve
 
 
 def curve_points(records: list[RunRecord], metric: str | None = None,
