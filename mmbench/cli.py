@@ -231,8 +231,10 @@ def _run_plan(plan: Any, runner: Any, output_dir: Path, force: bool, data_root: 
     from .plan import plan_status
 
     status = plan_status(plan, output_dir, force)
-    console.print(f"[bold]mmbench run[/]: {len(plan)} run(s), {sum(status.done)} already done "
-                  f"-> {output_dir}  (executor: {runner.name})")
+    trainings = len(plan.units())
+    console.print(f"[bold]mmbench run[/]: {len(plan)} run(s)"
+                  + (f" from {trainings} training(s)" if trainings != len(plan) else "")
+                  + f", {sum(status.done)} already done -> {output_dir}  (executor: {runner.name})")
     for i, why in status.superseded.items():
         console.print(f"[yellow]re-running[/] {plan.specs[i].label} {plan.specs[i].short_name()}: its record was "
                       f"made by older code ({why})")
@@ -338,12 +340,12 @@ def _print_plan(plan: Any, output_dir: Path) -> None:
 
     status = plan_status(plan, output_dir, False)
     t = Table(title=f"Planned runs ({len(plan)}, {sum(status.done)} already done)")
-    for col in ("method", "dataset", "cell (train)", "test", "seed", "run id", "state"):
+    for col in ("method", "dataset", "cell (train)", "test", "seed", "run id", "training", "state"):
         t.add_column(col)
     for i, (s, done) in enumerate(zip(plan.specs, status.done, strict=True)):
         state = "done" if done else ("re-run: " + status.superseded[i] if i in status.superseded else "to run")
         t.add_row(s.label, s.dataset.name, s.missing.describe("train"), s.missing.describe("test"),
-                  str(s.train_seed), s.run_id[:8], state)
+                  str(s.train_seed), s.run_id[:8], s.training_id[:8], state)
     console.print(t)
     settings: dict[str, list[str]] = {}
     for s in plan.specs:
