@@ -38,6 +38,10 @@ class Regime(str, Enum):
     paper = "paper"
 
 
+class TrackerName(str, Enum):
+    mlflow = "mlflow"
+
+
 class TableFormat(str, Enum):
     md = "md"
     csv = "csv"
@@ -185,8 +189,12 @@ def run(
     slurm_account: Annotated[str | None, typer.Option(help="Account.", rich_help_panel=_SLURM)] = None,
     slurm_qos: Annotated[str | None, typer.Option(help="QOS.", rich_help_panel=_SLURM)] = None,
     slurm_cluster: Annotated[str, typer.Option(hidden=True, help="slurm | debug (in-process) | local.")] = "slurm",
+    tracker: Annotated[TrackerName | None, typer.Option(help="Also mirror each run into an experiment tracker (records stay the source of truth; a tracker error warns once and never fails a run).")] = None,
+    tracker_uri: Annotated[str | None, typer.Option("--tracker-uri", help="Tracking store (default: $MLFLOW_TRACKING_URI, else sqlite:///<output-dir>/mlflow.db).")] = None,
 ) -> None:
-    """Train and evaluate methods on datasets under a missingness protocol; one record per run."""
+    """Train and evaluate methods on datasets under a missingness protocol; one record per run.
+
+    Cells that differ only in their test-time missingness (a --test-rate sweep) share one training."""
     from .executors import make_executor
     from .plan import GridRequest, build_plan, parse_rates
 
@@ -203,6 +211,13 @@ def run(
         raise MMBenchError(f"--slurm-* options are for --executor slurm, not {executor.value}")
     if jobs is not None and executor is not ExecutorName.local:
         raise MMBenchError(f"--jobs is for --executor local, not {executor.value}")
+    if tracker_uri is not None and tracker is None:
+        raise MMBenchError("--tracker-uri is for --tracker mlflow")
+    if tracker is TrackerName.mlflow:
+        import importlib.util
+
+        if importlib.util.find_spec("mlflow") is None:
+            raise MMBenchError("--tracker mlflow needs MLflow: pip install 'mmbench[mlflow]'")
     writable_dir(output_dir, "--output-dir")
     req = GridRequest(methods=method or [], datasets=dataset or [], scenario=scenario, rate=rate,
                       test_rate=test_rate, rates=parse_rates(rates, "--rates"),
@@ -215,21 +230,24 @@ def run(
     if dry_run:
         _print_plan(plan, output_dir, config_dir)
         return
-    _run_plan(plan, runner, output_dir, force, data_root)
+    _run_plan(plan, runner, output_dir, force, data_root, _value(tracker), tracker_uri)
 
 
-def _run_plan(plan: Any, runner: Any, output_dir: Path, force: bool, data_root: str | None) -> None:
+def _run_plan(plan: Any, runner: Any, output_dir: Path, force: bool, data_root: str | None,
+              tracker: str | None = None, tracker_uri: str | None = None) -> None:
     from .executors import Hooks, RunContext
     from .plan import plan_status
 
     status = plan_status(plan, output_dir, force)
-    console.print(f"[bold]mmbench run[/]: {len(plan)} run(s), {sum(status.done)} already done "
-                  f"-> {output_dir}  (executor: {runner.name})")
+    trainings = len(plan.units())
+    console.print(f"[bold]mmbench run[/]: {len(plan)} run(s)"
+                  + (f" from {trainings} training(s)" if trainings != len(plan) else "")
+                  + f", {sum(status.done)} already done -> {output_dir}  (executor: {runner.name})")
     for i, why in status.superseded.items():
         console.print(f"[yellow]re-running[/] {plan.specs[i].label} {plan.specs[i].short_name()}: its record was "
                       f"made by older code ({why})")
     before = set(output_dir.rglob("*")) if output_dir.exists() else set()
-    ctx = RunContext(output_dir, force, data_root)
+    ctx = RunContext(output_dir, force, data_root, tracker, tracker_uri)
     try:
         if runner.name == "sequential" and console.is_terminal:
             outcomes = _run_with_progress(plan, runner, ctx)
@@ -331,12 +349,12 @@ def _print_plan(plan: Any, output_dir: Path, config_dir: list[str] | None = None
 
     status = plan_status(plan, output_dir, False)
     t = Table(title=f"Planned runs ({len(plan)}, {sum(status.done)} already done)")
-    for col in ("method", "dataset", "cell (train)", "test", "seed", "run id", "state"):
+    for col in ("method", "dataset", "cell (train)", "test", "seed", "run id", "training", "state"):
         t.add_column(col)
     for i, (s, done) in enumerate(zip(plan.specs, status.done, strict=True)):
         state = "done" if done else ("re-run: " + status.superseded[i] if i in status.superseded else "to run")
         t.add_row(s.label, s.dataset.name, s.missing.describe("train"), s.missing.describe("test"),
-                  str(s.train_seed), s.run_id[:8], state)
+                  str(s.train_seed), s.run_id[:8], s.training_id[:8], state)
     console.print(t)
     settings: dict[tuple[str, str], list[str]] = {}
     for s in plan.specs:
@@ -389,6 +407,66 @@ def _print_summary(outcomes: list) -> None:
                   _pct(r.metrics.test.get(mm)), *[_pct((by.get(p) or {}).get(mm)) for p in PATTERNS], ceiling,
                   _pct(regret), f"{r.timing.train_seconds or 0:.0f}")
     console.print(t)
+
+
+# ------------------------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    methods: Annotated[list[str] | None, typer.Option("--methods", "-m", help="Method configs, comma-separated or repeated (late_fusion, the baseline, is always timed).")] = None,
+    dataset: Annotated[str, typer.Option("--dataset", "-d", help="Dataset card: its encoders, sizes and trainer settings.")] = "synthetic",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a spec key, e.g. train.batch_size=16 (repeatable).")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Timing rounds (shuffled order; ratios paired per round).")] = 10,
+    steps: Annotated[int, typer.Option(min=1, help="Training steps per method per round.")] = 2,
+    warmup: Annotated[int, typer.Option(min=0, help="Untimed steps per method first.")] = 2,
+    rate: Annotated[float, typer.Option(min=0.0, max=1.0, help="'both' missing rate of the timed batch.")] = 0.5,
+    frozen: Annotated[bool, typer.Option("--frozen/--no-frozen", help="Also time each method in frozen-encoder mode.")] = True,
+    stand_in: Annotated[str | None, typer.Option("--stand-in", help="Shape of the random stand-in used when the card's data are absent: classes=C,cat=K,num=N.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="JSON file of the measurements (default bench-<dataset>.json).")] = None,
+    seed: Annotated[int, typer.Option(min=0)] = 0,
+    config_dir: ConfigDirOpt = None,
+    data_root: DataRootOpt = None,
+) -> None:
+    """Training-step time of each method / late_fusion's, loader and evaluation throughput, peak memory and the
+    frozen-encoder speed-up, measured in one process on the card's encoders; a table and a JSON file."""
+    import json
+
+    from .bench import run_bench
+    from .config import parse_set
+
+    names = [n.strip() for item in methods or [] for n in item.split(",") if n.strip()]
+    out = writable_file(json_out or Path(f"bench-{Path(dataset).stem}.json"), "--json")
+    result = run_bench(names, dataset, overrides=parse_set(set_), rounds=rounds, steps=steps, warmup=warmup,
+                       rate=rate, seed=seed, frozen=frozen, stand_in=stand_in, data_root=data_root,
+                       config_dir=config_dir, log=lambda msg: err_console.print(msg, highlight=False))
+    console.print(bench_table(result))
+    write_text(out, json.dumps(result, indent=1) + "\n", "--json")
+    console.print(f"wrote {out}")
+
+
+def bench_table(result: dict) -> Table:
+    """The rich table of a ``run_bench`` result, each goal marked."""
+    goals = result["goals"]
+    t = Table(title=f"mmbench bench · {result['data']} · {result['device']} ({result['threads']} thread(s)) · "
+                    f"batch {result['batch_size']} · {result['encoders']['image']} + {result['encoders']['tabular']} · "
+                    f"{result['rounds']} rounds x {result['steps_per_round']} steps", title_justify="left")
+    for col in ("method", "step ms", "× late_fusion (IQR)", "loader/step", "eval/s", "peak MB", "frozen ms",
+                "frozen speed-up (IQR)"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    mark = lambda ok: "[green]✓[/]" if ok else "[red]✗[/]"  # noqa: E731
+    for r in result["methods"]:
+        if r.get("error"):
+            t.add_row(r["method"], "[red]error[/]", r["error"], *[""] * 5)
+            continue
+        f = r.get("frozen") or {}
+        frozen_ms = f"{f['step_ms']:.1f}" if "step_ms" in f else ("refused" if f.get("error") else "–")
+        speed = f"{f['speedup']:.1f} ({f['speedup_iqr'][0]:.1f}–{f['speedup_iqr'][1]:.1f}) " \
+            f"{mark(f['speedup'] >= goals['frozen'])}" if "speedup" in f else ("refused (see JSON)" if f.get("error") else "–")
+        t.add_row(r["method"], f"{r['step_ms']:.1f}",
+                  f"{r['ratio']:.2f} ({r['ratio_iqr'][0]:.2f}–{r['ratio_iqr'][1]:.2f}) {mark(r['ratio'] <= r['goal_step'])}",
+                  f"{r['loader_over_step']:.1f} {mark(r['loader_over_step'] >= goals['loader'])}",
+                  f"{r['eval_samples_per_s']:.0f}", "–" if r["peak_memory_mb"] is None else f"{r['peak_memory_mb']:.0f}",
+                  frozen_ms, speed)
+    return t
 
 
 # ----------------------------------------------------------------------------------- reading records

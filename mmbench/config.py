@@ -18,7 +18,9 @@ canonical key                   short form
 ``balancer.name`` / ``...params.X``  ``balancer=NAME`` / ``balancer.X``
 ``dataset.options.X``           ``data.X``
 ``dataset.hidden``              ``hidden``
+``dataset.augment`` / ``...augment.X``  (``dataset.augment=null``: none)
 ``encoders.<image|tabular>.X``
+``encoders.freeze``
 ``train.X``
 ``train.stages.<stage>.X``       (a stage of a multi-stage method)
 ==============================  ==========================================
@@ -98,6 +100,10 @@ class TrainConfig:
     amp: Bool = True
     num_threads: NonNegInt = 0
     max_steps_per_epoch: PosInt | None = None
+    #: CUDA only: convolutions in the NHWC memory format (faster on tensor cores)
+    channels_last: Bool = True
+    #: ``torch.compile`` the method before training (worth it on CUDA for long runs; the first epoch compiles)
+    compile: Bool = False
 
     def __post_init__(self) -> None:
         if not re.fullmatch(r"auto|cpu|cuda(:\d+)?|mps", self.device):
@@ -174,6 +180,8 @@ class DatasetCard:
     encoders: dict[str, Any] = dataclasses.field(default_factory=dict)
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    #: training-time image augmentation (:class:`~mmbench.data.augment_config.AugmentConfig`); none if absent
+    augment: dict[str, Any] | None = None
 
 
 @config
@@ -431,6 +439,7 @@ def load_dataset(name: str, extra: list[str] | None = None) -> DatasetCard:
     card, where = _load("datasets", name, DatasetCard, extra, "adapter")
     adapter_options(card, where)
     encoders_config(card, where)
+    augment_config(card.augment, where)
     validate(TrainConfig, card.train, f"{where}: train")
     if "stages" in card.train:
         raise ConfigError(f"{where}: train.stages: a dataset card sets the run's budget (train.epochs), which "
@@ -445,6 +454,13 @@ def adapter_options(card: DatasetCard, where: str | None = None) -> Any:
                     f"{where or 'datasets/' + card.name + '.yaml'}: options")
 
 
+def augment_config(raw: dict[str, Any] | None, where: str) -> Any:
+    """A card's ``augment`` block as :class:`~mmbench.data.augment_config.AugmentConfig` (None: no augmentation)."""
+    from .data.augment_config import AugmentConfig
+
+    return None if raw is None else validate(AugmentConfig, raw, f"{where}: augment")
+
+
 def encoders_config(card: DatasetCard, where: str | None = None) -> EncodersConfig:
     """The card's ``encoders`` block, each entry typed by its encoder kind's config."""
     where = where or f"datasets/{card.name}.yaml"
@@ -452,10 +468,14 @@ def encoders_config(card: DatasetCard, where: str | None = None) -> EncodersConf
 
 
 def typed_encoders(raw: dict[str, Any], where: str) -> EncodersConfig:
-    """An ``encoders`` mapping (``image``/``tabular`` entries with a ``kind``) as :class:`EncodersConfig`."""
-    unknown = set(raw) - {"image", "tabular"}
+    """An ``encoders`` mapping (``image``/``tabular`` entries with a ``kind``, optional ``freeze``) as
+    :class:`EncodersConfig`."""
+    unknown = set(raw) - {"image", "tabular", "freeze"}
     if unknown:
-        raise ConfigError(f"{where}: encoders: unknown key {sorted(unknown)[0]!r}; expected image, tabular")
+        raise ConfigError(f"{where}: encoders: unknown key {sorted(unknown)[0]!r}; expected image, tabular, freeze")
+    freeze = raw.get("freeze", False)
+    if not isinstance(freeze, bool):
+        raise ConfigError(f"{where}: encoders.freeze: expected true or false, got {freeze!r}")
     defaults = EncodersConfig()
     parts = {}
     for mod in ("image", "tabular"):
@@ -467,7 +487,10 @@ def typed_encoders(raw: dict[str, Any], where: str) -> EncodersConfig:
             raise ConfigError(f"{where}: encoders.{mod}: {exc}") from None
         entry["kind"] = kind
         parts[mod] = validate(cfg_cls, entry, f"{where}: encoders.{mod}")
-    return EncodersConfig(**parts)
+    if freeze and parts["image"].kind != "timm":
+        raise ConfigError(f"{where}: encoders.freeze: only timm image encoders can be frozen, not "
+                          f"{parts['image'].kind!r} (it has no pretrained weights); train it end to end")
+    return EncodersConfig(**parts, freeze=freeze)
 
 
 # ---------------------------------------------------------------------------------------- protocols
@@ -523,11 +546,15 @@ def canonical_key(key: str) -> tuple[str, ...]:
     if head == "dataset" and rest:
         if rest[0] in ("options", "hidden") and (rest[0] == "hidden") == (len(rest) == 1):
             return parts
-        raise ConfigError(f"--set {key}: expected dataset.options.<key> or dataset.hidden")
+        if rest[0] == "augment" and len(rest) <= 2:
+            return parts
+        raise ConfigError(f"--set {key}: expected dataset.options.<key>, dataset.hidden or dataset.augment[.<field>]")
     if head == "encoders" and len(rest) == 2 and rest[0] in ("image", "tabular"):
         return parts
+    if head == "encoders" and rest == ("freeze",):
+        return parts
     if head == "encoders":
-        raise ConfigError(f"--set {key}: expected encoders.<image|tabular>.<field>")
+        raise ConfigError(f"--set {key}: expected encoders.<image|tabular>.<field> or encoders.freeze")
     if head == "train" and len(rest) == 1:
         return parts
     if head == "train" and len(rest) == 3 and rest[0] == "stages":
@@ -540,7 +567,9 @@ def canonical_key(key: str) -> tuple[str, ...]:
 def _put(tree: dict, path: tuple[str, ...], value: Any) -> None:
     node = tree
     for p in path[:-1]:
-        node = node.setdefault(p, {})
+        if node.get(p) is None:  # absent, or null (e.g. a card without augment:) -> a new mapping
+            node[p] = {}
+        node = node[p]
         if not isinstance(node, dict):
             raise ConfigError(f"--set {'.'.join(path)}: {p!r} is not a mapping")
     node[path[-1]] = value
@@ -584,7 +613,8 @@ def resolve(method: str, dataset: str, missing: MissingSpec, seed: int, *,
         "head": {"params": component_params("heads", head, mc.head, mc.head_params, config_dir)},
         "balancer": {"params": component_params("balancers", balancer, mc.balancer, mc.balancer_params,
                                                 config_dir)},
-        "dataset": {"hidden": card.hidden, "options": dict(card.options)},
+        "dataset": {"hidden": card.hidden, "options": dict(card.options),
+                    "augment": None if card.augment is None else dict(card.augment)},
         "encoders": copy.deepcopy(card.encoders),
         "train": train,
     }
@@ -604,13 +634,15 @@ def resolve(method: str, dataset: str, missing: MissingSpec, seed: int, *,
     options = bind_run_seed(validate(DATASETS.config(card.adapter), tree["dataset"]["options"],
                                      f"{where} dataset.options"), seed)
     encoders = typed_encoders(tree["encoders"], f"{method} on {dataset}")
+    # frozen features are computed once from the un-augmented images: no augmentation can apply
+    augment = None if encoders.freeze else augment_config(tree["dataset"]["augment"], f"{where} dataset")
     train_cfg = validate(TrainConfig, tree["train"], f"{where} train")
     return RunSpec(
         method=Component(mc.name, mc.impl, METHODS.version(mc.impl), params),
         head=Component(head, head, HEADS.version(head), head_params),
         balancer=Component(balancer, balancer, BALANCERS.version(balancer), bal_params),
         dataset=DatasetSpec(card.name, card.adapter, DATASETS.version(card.adapter), card.task,
-                            card.primary_metric, hidden, options),
+                            card.primary_metric, hidden, options, augment),
         encoders=encoders,
         missing=missing,
         train=train_cfg,

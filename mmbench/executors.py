@@ -77,6 +77,9 @@ class RunContext:
     output_dir: Path
     force: bool = False
     root: str | None = None
+    #: optional experiment tracker (``"mlflow"``) and its URI (:mod:`mmbench.tracking`)
+    tracker: str | None = None
+    tracker_uri: str | None = None
 
 
 class Executor(Protocol):
@@ -252,20 +255,19 @@ def run_unit(specs: list[RunSpec], ctx: RunContext, protocol: str | None,
              on_start: Callable[[int, RunSpec], None] | None = None,
              on_epoch: Callable[[int, RunSpec], Callable[[dict[str, Any]], None] | None] | None = None
              ) -> list[Outcome]:
-    """Run the cells of one unit in this process; bad input in one cell ends that cell, not the unit."""
-    from .runner import execute
+    """Run the cells of one unit in this process: one training, one record per cell
+    (:func:`mmbench.runner.execute_unit`). Bad input ends every cell of the unit (they share it)."""
+    from .runner import execute_unit
+    from .tracking import make_tracker
 
-    out = []
-    for k, spec in enumerate(specs):
-        if on_start:
-            on_start(k, spec)
-        try:
-            rec, skipped = execute(spec, ctx.output_dir, force=ctx.force, root=ctx.root, protocol=protocol,
-                                   on_epoch=on_epoch(k, spec) if on_epoch else None)
-            out.append(Outcome(spec, rec, skipped))
-        except MMBenchError as exc:
-            out.append(Outcome(spec, None, error=describe_error(exc)))
-    return out
+    try:
+        done = execute_unit(specs, ctx.output_dir, force=ctx.force, root=ctx.root, protocol=protocol,
+                            on_start=(lambda k: on_start(k, specs[k])) if on_start else None,
+                            on_epoch=(lambda k: on_epoch(k, specs[k])) if on_epoch else None,
+                            tracker=make_tracker(ctx.tracker, ctx.tracker_uri, ctx.output_dir))
+    except MMBenchError as exc:
+        return [Outcome(spec, None, error=describe_error(exc)) for spec in specs]
+    return [Outcome(spec, rec, skipped) for spec, (rec, skipped) in zip(specs, done, strict=True)]
 
 
 # ------------------------------------------------------------------------------------------ sequential
@@ -313,10 +315,11 @@ def _init_worker(threads: int, gpu_queue: Any) -> None:
 
 
 def _run_unit_in_worker(spec_dicts: list[dict[str, Any]], output_dir: str, force: bool, root: str | None,
-                        protocol: str | None) -> list[tuple[str | None, bool, str | None]]:
+                        protocol: str | None, tracker: str | None = None, tracker_uri: str | None = None
+                        ) -> list[tuple[str | None, bool, str | None]]:
     """Worker entry point (picklable): the unit's outcomes as (record JSON, skipped, error)."""
     specs = [RunSpec.from_dict(d) for d in spec_dicts]
-    outcomes = run_unit(specs, RunContext(Path(output_dir), force, root), protocol)
+    outcomes = run_unit(specs, RunContext(Path(output_dir), force, root, tracker, tracker_uri), protocol)
     return [(o.record.model_dump_json() if o.record else None, o.skipped, o.error) for o in outcomes]
 
 
@@ -367,7 +370,8 @@ class LocalExecutor:
                                           initargs=(threads, gpu_queue))
             try:
                 futs = {pool.submit(_run_unit_in_worker, [plan.specs[i].to_dict() for i in unit],
-                                    str(ctx.output_dir), ctx.force, ctx.root, plan.protocol): unit
+                                    str(ctx.output_dir), ctx.force, ctx.root, plan.protocol, ctx.tracker,
+                                    ctx.tracker_uri): unit
                         for unit in todo}
                 for unit in todo:
                     for i in unit:

@@ -51,8 +51,13 @@ class Plan:
     protocol: str | None = None
 
     def units(self) -> list[list[int]]:
-        """Indices of the cells trained together (one training per unit), in order."""
-        return [[i] for i in range(len(self.specs))]
+        """Indices of the cells trained together, in order of their first cell: cells with one
+        :attr:`~mmbench.spec.RunSpec.training_id` (they differ only in test-time missingness) share
+        one training, which is evaluated once per cell."""
+        groups: dict[str, list[int]] = {}
+        for i, spec in enumerate(self.specs):
+            groups.setdefault(spec.training_id, []).append(i)
+        return list(groups.values())
 
     def __len__(self) -> int:
         return len(self.specs)

@@ -1,11 +1,13 @@
 """Slurm executor: one submitit job array per grid (``pip install 'mmbench[slurm]'``).
 
-Each array task runs :func:`mmbench.runner.execute` for one cell, given as a plain spec dict. The
-parent waits, then reads each cell's outcome back from its record file (the result store is the
-source of truth; the job's own return value only carries errors that left no record). Resume:
-cells with an ``ok`` record are skipped before submission, and cells whose job from an earlier,
-interrupted invocation of the same grid is still queued or running are re-attached, not resubmitted.
-The per-record file lock (``records.run_lock``) keeps two jobs from running one cell at once.
+Each array task runs :func:`mmbench.runner.execute_unit` for one *unit* of the plan (the cells that
+share one training, e.g. every test rate of a sweep: one training, one record per cell), given as
+plain spec dicts. The parent waits, then reads each cell's outcome back from its record file (the
+result store is the source of truth; the job's own return value only carries errors that left no
+record). Resume: cells with an ``ok`` record are skipped before submission (a unit keeps only its
+unfinished cells), and cells whose job from an earlier, interrupted invocation of the same grid is
+still queued or running are re-attached, not resubmitted. The training and record file locks
+(:mod:`mmbench.checkpoint`, ``records.run_lock``) keep two jobs from running one cell at once.
 
 Tests use ``cluster="debug"`` (submitit runs each job in-process); ``"local"`` is submitit's
 queue-less local executor (every job starts at once: keep it for tiny grids).
@@ -89,28 +91,34 @@ class SlurmOptions:
         return p
 
 
-class SlurmCell:
-    """The job of one grid cell: picklable, and checkpointable (requeued whole on preemption/time-out).
+class SlurmUnit:
+    """The job of one unit of the grid (cells sharing a training): picklable, and checkpointable
+    (requeued whole on preemption/time-out; cells it finished are then loaded, not re-run).
 
-    Returns a small dict; the record file it writes is what the parent reads.
+    Returns a small dict per cell, keyed by run id (or one error dict for the whole unit); the
+    record files it writes are what the parent reads.
     """
 
-    def __call__(self, spec_dict: dict[str, Any], output_dir: str, force: bool, root: str | None,
-                 protocol: str | None) -> dict[str, Any]:
+    def __call__(self, spec_dicts: list[dict[str, Any]], output_dir: str, force: bool, root: str | None,
+                 protocol: str | None, tracker: str | None = None, tracker_uri: str | None = None
+                 ) -> dict[str, Any]:
         cpus = os.environ.get("SLURM_CPUS_PER_TASK")
         if cpus and cpus.isdigit():
             import torch
 
             torch.set_num_threads(int(cpus))
-        from .runner import execute
+        from .runner import execute_unit
+        from .tracking import make_tracker
 
+        specs = [RunSpec.from_dict(d) for d in spec_dicts]
         try:
-            rec, skipped = execute(RunSpec.from_dict(spec_dict), output_dir, force=force, root=root,
-                                   protocol=protocol)
+            done = execute_unit(specs, output_dir, force=force, root=root, protocol=protocol,
+                                tracker=make_tracker(tracker, tracker_uri, output_dir))
         except Exception as exc:  # bad input: no record was written; report it to the parent
             return {"status": "error", "skipped": False, "error": describe_error(exc),
                     "traceback": traceback.format_exc()}
-        return {"status": rec.status, "skipped": skipped, "error": rec.error}
+        return {"cells": {s.run_id: {"status": rec.status, "skipped": skipped, "error": rec.error}
+                          for s, (rec, skipped) in zip(specs, done, strict=True)}}
 
     def checkpoint(self, *args: Any, **kwargs: Any) -> Any:
         """submitit hook on preemption/time-out: resubmit the same call (no mid-run checkpoint)."""
@@ -209,8 +217,8 @@ def run_slurm(plan: Plan, ctx: RunContext, options: SlurmOptions | None = None,
     results: list[Outcome | None] = [None] * len(specs)
     manifest = GridManifest(specs, output_dir, protocol, "slurm")
     manifest.data["extra"] = {"cluster": opts.cluster, "log_dir": str(log_dir), "array_job_id": None}
-    todo = [i for unit in split_cached(plan, RunContext(output_dir, force, root), manifest, results, hooks)
-            for i in unit]
+    units = split_cached(plan, RunContext(output_dir, force, root), manifest, results, hooks)
+    todo = [i for unit in units for i in unit]
     live: dict[int, Any] = {}
     if todo and opts.cluster == "slurm" and not force:
         live = _reattach(submitit, todo, manifest, folder)
@@ -218,28 +226,32 @@ def run_slurm(plan: Plan, ctx: RunContext, options: SlurmOptions | None = None,
             prev_extra = (manifest.previous or {}).get("extra") or {}
             manifest.data["extra"]["array_job_id"] = prev_extra.get("array_job_id")
             say(f"re-attached {len(live)} cell(s) still queued or running from an earlier invocation")
-    submit = [i for i in todo if i not in live]
+    submit = [[i for i in unit if i not in live] for unit in units]
+    submit = [unit for unit in submit if unit]
     if submit:
         executor = submitit.AutoExecutor(folder=folder, cluster=opts.cluster,
                                          slurm_max_num_timeout=opts.max_requeues)
         executor.update_parameters(**opts.parameters(len(submit)))
         n = len(submit)
         try:
-            jobs = executor.map_array(SlurmCell(), [specs[i].to_dict() for i in submit],
-                                      [str(output_dir)] * n, [force] * n, [root] * n, [protocol] * n)
+            jobs = executor.map_array(SlurmUnit(), [[specs[i].to_dict() for i in unit] for unit in submit],
+                                      [str(output_dir)] * n, [force] * n, [root] * n, [protocol] * n,
+                                      [ctx.tracker] * n, [ctx.tracker_uri] * n)
         except Exception as exc:  # sbatch refused the array (bad partition, limits, ...)
             msg = " ".join(str(exc).split())[:500]
             raise MMBenchError(f"--executor slurm: submission failed: {msg}") from None
-        for i, job in zip(submit, jobs, strict=True):
-            live[i] = job
-            manifest.set(i, "submitted", job_id=str(job.job_id))
+        for unit, job in zip(submit, jobs, strict=True):
+            for i in unit:
+                live[i] = job
+                manifest.set(i, "submitted", job_id=str(job.job_id))
         array_id = str(jobs[0].job_id).split("_")[0]
         manifest.data["extra"]["array_job_id"] = array_id
         manifest.flush()
         at_once = opts.parameters(n)["slurm_array_parallelism"]
         what = f"Slurm job {array_id}" if opts.cluster == "slurm" else f"submitit {opts.cluster} jobs"
-        say(f"submitted {n} cell(s) as {what} (at most {at_once} at once); logs in {log_dir}; "
-            f"manifest {manifest.path}")
+        cells = sum(len(u) for u in submit)
+        say(f"submitted {cells} cell(s) in {n} training(s) as {what} (at most {at_once} at once); logs in "
+            f"{log_dir}; manifest {manifest.path}")
     try:
         _wait(specs, live, output_dir, protocol, opts, manifest, results, on_done)
     except KeyboardInterrupt:
@@ -322,6 +334,8 @@ def _collect(spec: RunSpec, job: Any, output_dir: Path, protocol: str | None,
         except Exception as exc:  # the job crashed or was killed: submitit tells why
             out = {"status": "error", "skipped": False,
                    "error": f"Slurm job {job.job_id} failed: {describe_error(exc)}{_log_hint(job)}"}
+        if "cells" in out:  # a unit's job: this cell's part
+            out = out["cells"].get(spec.run_id) or {"status": "error", "error": "the unit's job did not run this cell"}
     path = record_path(output_dir, spec)
     if out.get("status") != "error":
         rec = existing_ok(path, spec.run_id) or _read_same(path, spec.run_id)

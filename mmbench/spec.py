@@ -54,6 +54,7 @@ class DatasetSpec:
     primary_metric: str
     hidden: int
     options: Any
+    augment: Any = None  # mmbench.data.augment_config.AugmentConfig, or None: no training-time augmentation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,10 +103,12 @@ class RunSpec:
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
         """Inverse of :meth:`to_dict` (params, options and encoders re-typed through the registries)."""
         from .config import TrainConfig
+        from .data.augment_config import AugmentConfig
 
         m, h, b, ds = d["method"], d["head"], d["balancer"], d["dataset"]
         enc = {mod: validate(ENCODERS.config(raw["kind"]), raw, f"spec.encoders.{mod}")
-               for mod, raw in d["encoders"].items()}
+               for mod, raw in d["encoders"].items() if mod != "freeze"}
+        augment = ds.get("augment")
         missing = d["missing"]
         return cls(
             method=Component(m["name"], m["impl"], int(m["version"]),
@@ -116,8 +119,9 @@ class RunSpec:
                                validate(BALANCERS.config(b["name"]), b["params"], "spec.balancer.params")),
             dataset=DatasetSpec(ds["name"], ds["adapter"], int(ds["version"]), ds["task"], ds["primary_metric"],
                                 int(ds["hidden"]),
-                                validate(DATASETS.config(ds["adapter"]), ds["options"], "spec.dataset.options")),
-            encoders=EncodersConfig(**enc),
+                                validate(DATASETS.config(ds["adapter"]), ds["options"], "spec.dataset.options"),
+                                None if augment is None else validate(AugmentConfig, augment, "spec.dataset.augment")),
+            encoders=EncodersConfig(**enc, freeze=bool(d["encoders"].get("freeze", False))),
             missing=MissingSpec(missing["scenario"], missing["rate"], dict(missing["rates"]), missing["test_rate"],
                                 None if missing["test_rates"] is None else dict(missing["test_rates"])),
             train=validate(TrainConfig, d["train"], "spec.train"),
@@ -144,6 +148,16 @@ class RunSpec:
     def with_missing(self, missing: MissingSpec) -> RunSpec:
         """The same spec on another missingness cell."""
         return dataclasses.replace(self, missing=missing)
+
+    def training_spec(self) -> RunSpec:
+        """The spec of the training this run evaluates: the same spec with its test-time missingness
+        (``missing.test_rate`` / ``missing.test_rates``) reset, since only the test split depends on it."""
+        return self.with_missing(dataclasses.replace(self.missing, test_rate=None, test_rates=None))
+
+    @property
+    def training_id(self) -> str:
+        """Hash of :meth:`training_spec`: runs with equal ids share one training (a test-rate sweep)."""
+        return spec_hash(self.training_spec().to_dict())
 
 
 def _component_dict(c: Component) -> dict[str, Any]:

@@ -55,11 +55,13 @@ class Loader:
 
     Shuffling uses its own generator seeded from the run's training seed, so the batch order is
     reproducible and independent of the missingness draw. In training, a final batch of one row is
-    dropped (BatchNorm cannot normalise a single sample).
+    dropped (BatchNorm cannot normalise a single sample). ``augment`` (training loaders only) maps
+    each batch, on the device, to its augmented copy (:class:`mmbench.data.augment.ImageAugment`).
     """
 
     def __init__(self, split: Split, present: Tensor, batch_size: int, *, shuffle: bool = False,
-                 seed: int = 0, device: torch.device | str = "cpu", indices: Tensor | None = None) -> None:
+                 seed: int = 0, device: torch.device | str = "cpu", indices: Tensor | None = None,
+                 augment: Callable[[Batch], Batch] | None = None) -> None:
         self.split = split
         self.present = present
         self.batch_size = batch_size
@@ -67,6 +69,7 @@ class Loader:
         self.device = torch.device(device)
         self.indices = torch.arange(len(split)) if indices is None else indices
         self._gen = torch.Generator().manual_seed(int(seed))
+        self.augment = augment
 
     def __len__(self) -> int:
         return math.ceil(len(self.indices) / self.batch_size)
@@ -80,7 +83,8 @@ class Loader:
             chunk = idx[start:start + self.batch_size]
             if self.shuffle and len(chunk) < 2:
                 continue
-            yield self.split.batch(chunk, self.present, device)
+            batch = self.split.batch(chunk, self.present, device)
+            yield batch if self.augment is None else self.augment(batch)
 
 
 @dataclass

@@ -679,12 +679,15 @@ def test_cli_prepare_and_missing_dataset_error(root: Path, tmp_path: Path, monke
 TOY_2D = ["encoders.image.name=test_resnet", "data.image_size=16"]
 TOY_3D = ["encoders.image.widths=[4,4,4,4]", "data.image_size=16"]
 ADAPTER_CARDS: dict[str, dict[str, list[str]]] = {
-    "synthetic": {"synthetic-tiny": [*TOY_2D, "data.n_samples=120"]},
+    "synthetic": {"synthetic-tiny": [*TOY_2D, "data.n_samples=120"], "suite-sanity-tiny": ["data.n_samples=160"]},
     "csv": {"csv-example": TOY_2D, "adni-nifti": TOY_3D},
     "pad_ufes": {"pad-ufes-20": TOY_2D},
     "dvm": {"dvm": TOY_2D},
     "mimic": {"mimic": [*TOY_2D, "encoders.tabular.ffn_dim=16", "encoders.tabular.heads=2", "data.cohort=partial"]},
     "adni": {"adni": [*TOY_3D, "data.split=files"]},
+    # the structured suite is generated (no files): its tiny presets, smaller still
+    **{f"suite-{task}": {f"suite-{task}-tiny": ["data.n_train=64", "data.n_val=32", "data.n_test=64"]}
+       for task in ("parts", "predict", "imbalance", "reliance", "interaction", "shared")},
 }
 #: optional readers an adapter's fixture needs (a skip names the extra to install)
 NEEDS = {"adni": HAS_H5, "adni-nifti": HAS_NIB}
@@ -778,7 +781,7 @@ def test_end_to_end_run(root: Path, tmp_path: Path, adapter: str, card: str | No
     [record] = [json.loads(f.read_text()) for f in (tmp_path / "results" / card / method).glob("*.json")]
     assert record["status"] == "ok" and record["spec"]["dataset"]["adapter"] == adapter
     fp = record["data_fingerprint"]  # the fingerprint of the data the run was trained on (None: generated)
-    if adapter == "synthetic":
+    if adapter == "synthetic" or adapter.startswith("suite-"):  # generated, no files
         assert fp is None
     else:
         assert set(fp) == {"files", "image_counts", "digest"} and any(v is not None for v in fp["files"].values())

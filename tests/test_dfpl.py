@@ -5,9 +5,7 @@ and the step-time benchmark script."""
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -491,16 +489,14 @@ def test_short_training_run_learns():
     assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3, losses
 
 
-# ---- the benchmark script ---------------------------------------------------------------------------
+# ---- the step-time benchmark (mmbench bench) ------------------------------------------------------------
 
-def test_step_time_benchmark_runs(capsys):
-    spec = importlib.util.spec_from_file_location("step_time", ROOT / "benchmarks" / "step_time.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(mod)
-    assert mod.main(["dfpl", "no_such_method", "--dataset", "synthetic-tiny", "--batch-size", "4",
-                     "--rounds", "1", "--steps", "1", "--warmup", "1"]) == 0
-    table = capsys.readouterr().out
-    assert "late_fusion" in table and "1.00" in table
-    assert any(line.startswith("dfpl ") for line in table.splitlines())
-    assert "no_such_method" in table and "error" in table
+def test_step_time_benchmark_runs(tmp_path, monkeypatch):
+    from mmbench.bench import run_bench
+
+    monkeypatch.setenv("MMBENCH_CACHE", str(tmp_path))
+    res = run_bench(["dfpl"], "synthetic-tiny", overrides={"train.batch_size": 4, "data.n_samples": 96}, rounds=1,
+                    steps=1, warmup=1, log=lambda m: None)
+    lf, dfpl = res["methods"]
+    assert lf["method"] == "late_fusion" and lf["ratio"] == 1.0
+    assert dfpl["method"] == "dfpl" and dfpl["ratio"] > 0 and dfpl["frozen"]["speedup"] > 0

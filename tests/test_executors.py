@@ -184,19 +184,24 @@ def test_record_lock_is_exclusive_and_held_during_execute(tmp_path: Path, monkey
             FileLock(path.with_name(f".{path.stem}.lock")).acquire(timeout=0.05)
     seen = {}
 
-    def fake_locked(spec_, path_, **kw):
+    def fake_locked(specs_, paths_, out_, **kw):
         try:  # a second worker on the same cell must wait while this one runs
-            FileLock(path_.with_name(f".{path_.stem}.lock")).acquire(timeout=0.05)
+            FileLock(paths_[0].with_name(f".{paths_[0].stem}.lock")).acquire(timeout=0.05)
             seen["held"] = False
         except Timeout:
             seen["held"] = True
-        return None, False
+        try:  # ... and on the same training
+            FileLock(paths_[0].parent / f".train-{specs_[0].training_id}.lock").acquire(timeout=0.05)
+            seen["training"] = False
+        except Timeout:
+            seen["training"] = True
+        return [(None, False)]
 
-    monkeypatch.setattr("mmbench.runner._execute_locked", fake_locked)
+    monkeypatch.setattr("mmbench.runner._execute_unit_locked", fake_locked)
     from mmbench.runner import execute
 
     execute(spec, tmp_path)
-    assert seen == {"held": True}
+    assert seen == {"held": True, "training": True}
 
 
 # ------------------------------------------------------------------------------------------- slurm

@@ -76,7 +76,8 @@ class Split:
         """Gather rows ``idx`` with presence ``present[idx]`` into a zero-filled :class:`Batch`.
 
         Raw arrays are gathered on the CPU, moved to ``device`` (uint8 images stay uint8 until
-        then), and only there converted to float, normalised and zero-filled where absent.
+        then; pinned, non-blocking copies on CUDA), and only there converted to float, normalised
+        and zero-filled where absent.
         """
         pres = present[idx]
         inputs: dict[str, dict[str, Tensor]] = {}
@@ -85,7 +86,7 @@ class Split:
             for key, arr in parts.items():
                 t = arr[idx]
                 if device is not None:
-                    t = t.to(device, non_blocking=True)
+                    t = to_device(t, device)
                 if mod == "image" and key == "pixels":
                     t = t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
                     mean, std = self.image_mean, self.image_std
@@ -96,8 +97,17 @@ class Split:
             inputs[mod] = d
         y, index = self.y[idx], idx
         if device is not None:
-            pres, y, index = pres.to(device), y.to(device, non_blocking=True), index.to(device)
+            pres, y, index = to_device(pres, device), to_device(y, device), to_device(index, device)
         return Batch(inputs=zero_absent(inputs, pres), present=pres, y=y, index=index)
+
+
+def to_device(t: Tensor, device: torch.device | str) -> Tensor:
+    """A host tensor on ``device``; to CUDA through pinned memory with a non-blocking copy, so
+    gathering the next batch on the CPU overlaps the current step on the GPU (no host-device sync)."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 class DatasetAdapter(ABC):

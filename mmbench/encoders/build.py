@@ -14,10 +14,18 @@ from .config import EncodersConfig
 from .staged import StagedEncoder
 
 
-def build_encoder(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int) -> StagedEncoder:
-    """An encoder for ``modality`` whose ``forward(inputs) -> (tokens B x L x dim, pooled B x dim)``."""
+def build_encoder(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int,
+                  freeze: bool | None = None) -> StagedEncoder:
+    """An encoder for ``modality`` whose ``forward(inputs) -> (tokens B x L x dim, pooled B x dim)``.
+
+    With ``cfg.freeze`` (or ``freeze``) the image encoder's backbone is frozen: its features come from
+    the frozen-feature cache (:mod:`mmbench.features`) and only its projection to ``dim`` trains.
+    """
     if modality == "image":
-        return ENCODERS.get(cfg.image.kind)(cfg.image, dim, in_chans=info.image_shape[0])
+        enc = ENCODERS.get(cfg.image.kind)(cfg.image, dim, in_chans=info.image_shape[0])
+        if cfg.freeze if freeze is None else freeze:
+            _freeze(enc, len(enc.stage_names))
+        return enc
     if modality == "tabular":
         kind = cfg.tabular.kind
         cls = ENCODERS.get(kind)
@@ -25,6 +33,12 @@ def build_encoder(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int) 
             return cls(cfg.tabular, info.tabular, dim)
         return cls(cfg.tabular, info, dim)
     raise ValueError(f"unknown modality {modality!r}")
+
+
+def _freeze(enc: StagedEncoder, k: int) -> None:
+    if not hasattr(enc, "freeze_below"):
+        raise ConfigError(f"encoders.freeze: {type(enc).__name__} cannot be frozen (only timm image encoders can)")
+    enc.freeze_below(k)
 
 
 def check_separate(separate: int | str) -> None:
@@ -45,7 +59,7 @@ class SharedSpecific(nn.Module):
     (a timm model outside the ResNet / ConvNeXt families) shares nothing.
     """
 
-    def __init__(self, build: Callable[[], StagedEncoder], separate: int | str = "all") -> None:
+    def __init__(self, build: Callable[[], StagedEncoder], separate: int | str = "all", freeze: bool = False) -> None:
         super().__init__()
         self.shared, self.specific = build(), build()
         if not isinstance(self.shared, StagedEncoder):
@@ -58,11 +72,22 @@ class SharedSpecific(nn.Module):
         for name in self.tied:
             parent, leaf = _parent(self.shared, name)
             setattr(_parent(self.specific, name)[0], leaf, getattr(parent, leaf))
+        if freeze:
+            # frozen-encoder mode: the shared lower part is frozen and cached; the top stages of both
+            # copies stay trainable, so the pair can still diverge. A pair that shares only its stem
+            # would be two identical frozen encoders: refused.
+            if self.num_shared == 0:
+                raise ConfigError(
+                    f"encoders.freeze: this shared/specific encoder pair (separate_stages: {separate}) shares only "
+                    "its stem, so frozen features would make its two image encoders identical; set "
+                    "method.params.separate_stages=1 (the top stage of each copy then trains) or train end to end")
+            for enc in (self.shared, self.specific):
+                _freeze(enc, self.num_shared)
 
     def forward(self, inputs: dict[str, Tensor]) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
         """Returns ((shared tokens, shared pooled), (specific tokens, specific pooled))."""
         state = self.shared.stem(inputs)
-        for i in range(self.num_shared):
+        for i in range(self.shared.first_stage, self.num_shared):
             state = self.shared.stage(i, state)
         return self._top(self.shared, state), self._top(self.specific, state)
 
@@ -80,5 +105,7 @@ def _parent(module: nn.Module, dotted: str) -> tuple[nn.Module, str]:
 
 def build_shared_specific(modality: str, info: DataInfo, cfg: EncodersConfig, dim: int,
                           separate: int | str = "all") -> SharedSpecific:
-    """A shared/specific encoder pair for ``modality``; the top ``separate`` stages are not shared."""
-    return SharedSpecific(lambda: build_encoder(modality, info, cfg, dim), separate)
+    """A shared/specific encoder pair for ``modality``; the top ``separate`` stages are not shared.
+    With ``cfg.freeze`` the shared image stages are frozen (cached) and the separate ones train."""
+    return SharedSpecific(lambda: build_encoder(modality, info, cfg, dim, freeze=False), separate,
+                          freeze=cfg.freeze and modality == "image")

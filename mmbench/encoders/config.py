@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
+from ..errors import ConfigError
 from ..typed import Bool, Float, PosFloat, PosInt, config
 
 Dropout = Annotated[Float, Field(ge=0, lt=1)]
@@ -26,6 +27,13 @@ class ImageEncoderConfig:
     pretrained: Bool = False
     output_stride: Literal[8, 16, 32] | None = 8
     drop_rate: Dropout = 0.0
+    #: local checkpoint of the pretrained weights (``.pth`` / ``.safetensors``, as timm saves them), for
+    #: machines without access to the Hugging Face hub; needs ``pretrained: true``
+    pretrained_file: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.pretrained_file is not None and not self.pretrained:
+            raise ConfigError(f"pretrained_file {self.pretrained_file!r} needs pretrained: true")
 
 
 @config
@@ -66,11 +74,16 @@ class ResNet3DConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EncodersConfig:
-    """One encoder config per modality slot.
+    """One encoder config per modality slot, and the frozen-encoder switch.
 
-    Each is the config of the registered encoder named by its ``kind`` (``timm``,
+    Each slot holds the config of the registered encoder named by its ``kind`` (``timm``,
     ``ft_transformer``, ...); :func:`mmbench.config.encoders_config` picks the class from the kind.
+    ``freeze`` (``encoders: {freeze: true}``, ``--set encoders.freeze=true``): the image backbone is
+    frozen and its features are computed once per dataset x encoder x weights x image size and
+    cached on disk (:mod:`mmbench.features`); each run trains only the rest (the projection to
+    ``hidden``, the table encoder, the method's own layers). Only ``timm`` image encoders can be frozen.
     """
 
     image: Any = dataclasses.field(default_factory=ImageEncoderConfig)
     tabular: Any = dataclasses.field(default_factory=TabularEncoderConfig)
+    freeze: bool = False

@@ -24,6 +24,14 @@ def create_timm_backbone(cfg: ImageEncoderConfig, in_chans: int = 3) -> nn.Modul
                           (f"; did you mean {', '.join(close)}?" if close else ""))
     kwargs: dict = {"pretrained": cfg.pretrained, "num_classes": 0, "global_pool": "",
                     "in_chans": in_chans, "drop_rate": cfg.drop_rate}
+    if cfg.pretrained_file:  # offline: timm's own loader (classifier dropped, input channels adapted)
+        from pathlib import Path
+
+        path = Path(cfg.pretrained_file).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"encoders.image.pretrained_file {cfg.pretrained_file!r}: no such file (expected "
+                              f"the {cfg.name} weights as saved by timm/torch, .pth or .safetensors)")
+        kwargs["pretrained_cfg_overlay"] = {"file": str(path)}
     if cfg.output_stride is not None:
         kwargs["output_stride"] = cfg.output_stride
     hub_logger = logging.getLogger("huggingface_hub")
@@ -34,12 +42,16 @@ def create_timm_backbone(cfg: ImageEncoderConfig, in_chans: int = 3) -> nn.Modul
     except TypeError:
         kwargs.pop("output_stride", None)  # models without dilation support
         return timm.create_model(cfg.name, **kwargs)
-    except Exception as exc:  # network / hub failures when pretrained=True
+    except Exception as exc:  # network / hub failures when pretrained=True, an unreadable file
+        if cfg.pretrained_file:
+            raise ConfigError(
+                f"encoders.image.pretrained_file {cfg.pretrained_file!r}: not loadable as {cfg.name!r} weights "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
         if cfg.pretrained:
             raise ConfigError(
                 f"could not load pretrained weights for timm model {cfg.name!r} ({type(exc).__name__}); "
-                "this machine may be offline: put the weights in the Hugging Face cache or set "
-                "encoders.image.pretrained=false") from None
+                "this machine may be offline: put the weights in the Hugging Face cache, or set "
+                "encoders.image.pretrained_file to a local copy of them, or encoders.image.pretrained=false") from None
         raise
     finally:
         hub_logger.setLevel(level)
@@ -87,8 +99,39 @@ class ImageEncoder(StagedEncoder):
         self.stem_names = tuple(f"backbone.{n}" for n in stem)
         self.stage_names = tuple(f"backbone.{n}" for n in stages) or ("backbone",)
 
+    def freeze_below(self, k: int) -> None:
+        """Frozen-encoder mode: the stem and the first ``k`` stages (and the post-norm, when ``k`` is every
+        stage) are computed once outside this module and cached (:mod:`mmbench.features`). They are
+        removed here, so they neither train nor occupy memory; :meth:`stem` then reads their output
+        from ``inputs["features<k>"]``, which the cache stores relative to the output for an all-zero
+        (absent) image, ``absent_features``: a zero-filled absent row gives exactly that output, as
+        the end-to-end encoder would compute it."""
+        n = len(self.stage_names)
+        if not 0 < k <= n:
+            raise ValueError(f"freeze_below({k}): expected 1..{n}")
+        dropped = (*self.stem_names, *self.stage_names[:k])
+        if k == n:
+            dropped += tuple(f"backbone.{p}" for p in self._post)
+            self._post = ()
+        for name in dropped:
+            *path, leaf = name.split(".")
+            setattr(self.get_submodule(".".join(path)) if path else self, leaf, nn.Identity())
+        self.first_stage = k
+        self.register_buffer("absent_features", torch.zeros(0))
+
+    @property
+    def frozen_key(self) -> str:
+        """Input key of the cached features this encoder reads (frozen mode)."""
+        return f"features{self.first_stage}"
+
+    def set_absent_features(self, value: Tensor) -> None:
+        """The frozen part's output for an all-zero image (one row), from the feature cache."""
+        self.absent_features = value.detach().to(self.proj.weight.device, torch.float32).clone()
+
     def stem(self, inputs: dict[str, Tensor]) -> Tensor:
-        """The backbone's stem (identity for an opaque model)."""
+        """The backbone's stem (identity for an opaque model); in frozen mode, the cached features."""
+        if self.first_stage:
+            return inputs[self.frozen_key].float() + self.absent_features
         x = inputs["pixels"]
         for name in self.stem_names:
             x = self.get_submodule(name)(x)

@@ -22,6 +22,9 @@ class StagedEncoder(nn.Module):
     stem_names: tuple[str, ...] = ()
     #: dotted names of the stages, bottom to top; ``stage(i, state)`` runs ``stage_names[i]``
     stage_names: tuple[str, ...] = ()
+    #: stages below this one are frozen and computed outside (frozen-encoder mode): the stem then
+    #: reads their cached output (:meth:`mmbench.encoders.image.ImageEncoder.freeze_below`)
+    first_stage: int = 0
 
     def stem(self, inputs: dict[str, Tensor]) -> Any:
         """The input part: raw inputs -> the state the first stage reads."""
@@ -38,6 +41,6 @@ class StagedEncoder(nn.Module):
     def forward(self, inputs: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
         """Encode ``inputs``: (tokens ``B x L x D``, pooled ``B x D``)."""
         state = self.stem(inputs)
-        for i in range(len(self.stage_names)):
+        for i in range(self.first_stage, len(self.stage_names)):
             state = self.stage(i, state)
         return self.finish(state)
