@@ -183,6 +183,7 @@ def _execute_locked(spec: RunSpec, path: Path, *, force: bool, root: str | None,
         result = fit(pipeline, loaders, train_cfg, primary_metric=record["primary_metric"], task=info.task,
                      on_epoch=on_epoch)
         record["curves"], record["best_epoch"] = result.curves, result.best_epoch
+        record["diagnostics"] = result.diagnostics
         t_eval = time.perf_counter()
         save_aux = tuple(getattr(pipeline.method, "save_aux", ()))
         val = predict(pipeline, loaders["val"], amp=train_cfg.amp)

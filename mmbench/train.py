@@ -23,6 +23,7 @@ from torch import Tensor
 from .config import TrainConfig
 from .data.base import Split
 from .data.batch import Batch
+from .diagnostics import TrainingDiagnostics
 from .errors import RunFailed
 from .metrics import compute_metrics
 from .models.base import Stage
@@ -123,6 +124,7 @@ class FitResult:
     train_seconds: float
     samples_seen: int
     steps: int
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -158,8 +160,11 @@ def count_rows(loader: Loader, rows: Callable[[Batch], Tensor]) -> int:
 
 
 def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, primary_metric: str,
-        task: str, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
-    """Train every stage of the method; keep the best validation epoch of stages that select."""
+        task: str, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        diagnostics: TrainingDiagnostics | None = None) -> FitResult:
+    """Train every stage of the method; keep the best validation epoch of stages that select.
+    ``diagnostics`` (default: a :class:`TrainingDiagnostics`) probes a few steps and the final weights."""
+    diag = diagnostics if diagnostics is not None else TrainingDiagnostics()
     method = pipeline.method
     device_type = loaders["train"].device.type
     use_amp = cfg.amp and device_type == "cuda"
@@ -200,6 +205,8 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
                 with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_amp):
                     out = pipeline(batch)
                     terms = pipeline.loss_terms(batch, out)
+                if diag.wants(len(curves), step):
+                    diag.probe(method, stage.name, len(curves), step, batch, out, terms, params)
                 total = torch.stack([t.float() for t in terms.values()]).sum()
                 opt.zero_grad(set_to_none=True)
                 total.backward()
@@ -245,4 +252,6 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
             pipeline.load_state_dict(best_state)
     if best_epoch < 0:  # the last stage never selected (no val score): test the final weights
         best_epoch = len(curves)
-    return FitResult(curves, best_epoch, best_val, time.perf_counter() - start, samples, steps)
+    train_seconds = time.perf_counter() - start
+    diag.summarise(pipeline, loaders["val"], amp=cfg.amp)
+    return FitResult(curves, best_epoch, best_val, train_seconds, samples, steps, diag.as_dict())

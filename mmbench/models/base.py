@@ -92,3 +92,7 @@ class Method(nn.Module):
 
     def begin_epoch(self, epoch: int) -> None:
         """Hook called at the start of every training epoch (0-based, counted across stages)."""
+
+    def diagnostics(self, batch: Batch, out: Output) -> dict[str, float]:
+        """Named scalar health checks of one forward pass (``mmbench.diagnostics``); none by default."""
+        return {}
