@@ -51,6 +51,8 @@ class Trained:
     peak_memory_mb: float | None = None
     #: which stage and epoch the kept weights come from (train.FitResult.selection)
     selection: dict[str, Any] | None = None
+    #: training-dynamics diagnostics (mmbench.diagnostics)
+    diagnostics: dict[str, Any] | None = None
 
 
 def unit_dir(output_dir: Path, spec: RunSpec) -> Path:
@@ -81,6 +83,7 @@ def save_checkpoint(path: Path, training_id: str, trained: Trained) -> None:
         "curves": trained.curves, "best_epoch": trained.best_epoch, "train_seconds": trained.train_seconds,
         "samples_seen": trained.samples_seen, "steps": trained.steps, "parameters": trained.parameters,
         "peak_memory_mb": trained.peak_memory_mb, "selection": trained.selection,
+        "diagnostics": trained.diagnostics,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -122,4 +125,5 @@ def restore_pipeline(pipeline: Pipeline, payload: dict[str, Any]) -> Trained:
     return Trained(pipeline=pipeline, curves=payload["curves"], best_epoch=int(payload["best_epoch"]),
                    train_seconds=float(payload["train_seconds"]), samples_seen=int(payload["samples_seen"]),
                    steps=int(payload["steps"]), parameters=int(payload["parameters"]),
-                   peak_memory_mb=payload.get("peak_memory_mb"), selection=selection)
+                   peak_memory_mb=payload.get("peak_memory_mb"), selection=selection,
+                   diagnostics=payload.get("diagnostics"))

@@ -298,7 +298,8 @@ def _train_or_restore(spec: RunSpec, shared: _Shared, ckpt: Path, *, save: bool,
             pipeline=pipeline, curves=result.curves, best_epoch=result.best_epoch,
             train_seconds=result.train_seconds, samples_seen=result.samples_seen, steps=result.steps,
             parameters=sum(p.numel() for p in pipeline.parameters()),
-            peak_memory_mb=round(_peak_memory_mb(device), 1), selection=result.selection)
+            peak_memory_mb=round(_peak_memory_mb(device), 1), selection=result.selection,
+            diagnostics=result.diagnostics)
         if save:
             save_checkpoint(ckpt, spec.training_id, shared.trained)
     shared.val = predict(pipeline, loaders["val"], amp=cfg.amp)
@@ -318,6 +319,7 @@ def _evaluate_cell(spec: RunSpec, path: Path, shared: _Shared, protocol: str | N
     else:
         fields["curves"], fields["best_epoch"] = trained.curves, trained.best_epoch
         fields["selection"] = trained.selection or None
+        fields["diagnostics"] = trained.diagnostics or None
         timing.update(
             train_seconds=round(trained.train_seconds, 3),
             samples_per_second=round(trained.samples_seen / max(trained.train_seconds, 1e-9), 2),

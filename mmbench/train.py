@@ -25,6 +25,7 @@ from torch import Tensor
 from .config import TrainConfig
 from .data.base import Split
 from .data.batch import Batch
+from .diagnostics import TrainingDiagnostics
 from .errors import ConfigError, RunFailed
 from .metrics import compute_metrics
 from .models.base import Stage
@@ -130,6 +131,7 @@ class FitResult:
     samples_seen: int
     steps: int
     selection: dict[str, Any] = field(default_factory=dict)
+    diagnostics: dict[str, Any] = field(default_factory=dict)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -192,10 +194,13 @@ class _Best:
 
 
 def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, primary_metric: str,
-        task: str, on_epoch: Callable[[dict[str, Any]], None] | None = None) -> FitResult:
+        task: str, on_epoch: Callable[[dict[str, Any]], None] | None = None,
+        diagnostics: TrainingDiagnostics | None = None) -> FitResult:
     """Train every stage of the method, each with its settings (``cfg.for_stage``), and keep the best
     validation epoch over every stage that can predict (``stage_selection: all``; a tie goes to the later
-    stage) or of the last stage (``last``)."""
+    stage) or of the last stage (``last``). ``diagnostics`` (default: a :class:`TrainingDiagnostics`)
+    probes a few steps and the kept weights (:mod:`mmbench.diagnostics`)."""
+    diag = diagnostics if diagnostics is not None else TrainingDiagnostics()
     method = pipeline.method
     device_type = loaders["train"].device.type
     pipeline.balancer.setup(pipeline, loaders)
@@ -257,6 +262,8 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
                 with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=use_amp):
                     out = pipeline(batch)
                     terms = pipeline.loss_terms(batch, out)
+                if diag.wants(len(curves), step):
+                    diag.probe(method, stage.name, len(curves), step, batch, out, terms, params)
                 total = torch.stack([t.float() for t in terms.values()]).sum()
                 opt.zero_grad(set_to_none=True)
                 total.backward()
@@ -318,5 +325,7 @@ def fit(pipeline: Pipeline, loaders: dict[str, Loader], cfg: TrainConfig, *, pri
     kept = stages[best.stage].name if best is not None else stages[last].name
     selection = {"rule": cfg.stage_selection, "stage": kept, "epoch": best_epoch,
                  "val": None if best is None else best.score, "stages": report}
-    return FitResult(curves, best_epoch, None if best is None else best.score, time.perf_counter() - start,
-                     samples, steps, selection)
+    train_seconds = time.perf_counter() - start
+    diag.summarise(pipeline, loaders["val"], amp=cfg.amp)
+    return FitResult(curves, best_epoch, None if best is None else best.score, train_seconds, samples, steps,
+                     selection, diag.as_dict())

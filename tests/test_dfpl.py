@@ -208,7 +208,8 @@ def test_entropic_ot_gradient_is_the_plan():
 
 
 def test_pali_terms_use_complete_rows_and_omega():
-    model = build(hidden=2, pfa=True, cali=False, fusion="concat", gamma=0.5, omega=0.25, beta=0.0)
+    model = build(hidden=2, pfa=True, cali=False, fusion="concat", gamma=0.5, omega=0.25, beta=0.0,
+                  ot_cost="sqeuclidean")
     batch = hand_batch([(True, True), (True, False)], [0, 1])
     sh_i, sh_t = t([[[0, 0], [1, 0]], [[9, 9], [9, 9]]]), t([[[0, 1], [2, 0]], [[0, 0], [0, 0]]])
     sp_i, sp_t = t([[[0, 0], [0, 0]], [[5, 5], [5, 5]]]), t([[[0, 0], [0, 0]], [[0, 0], [0, 0]]])
@@ -221,6 +222,76 @@ def test_pali_terms_use_complete_rows_and_omega():
     assert terms["pali_shared"].item() == pytest.approx(0.5 * shared, rel=1e-4)
     # specific cost all zero: uniform plan 1/4, value = eps * 4 * (1/4) ln(1/4)
     assert terms["pali_spec"].item() == pytest.approx(0.5 * 0.25 * 0.1 * math.log(0.25), rel=1e-4)
+
+
+def test_pali_relative_cost_by_hand():
+    """Default ``ot_cost="relative"``: Eq. 5 on Eq. 4's cost divided by its mean over the K x K pairs."""
+    model = build(hidden=2, pfa=True, cali=False, fusion="concat", gamma=1.0, omega=1.0, beta=0.0)
+    batch = hand_batch([(True, True)], [0])
+    sh_i, sh_t = t([[[0, 0], [1, 0]]]), t([[[0, 1], [2, 0]]])
+    sp_i, sp_t = t([[[0, 0], [3, 0]]]), t([[[0, 0], [3, 0]]])
+    terms = model.losses(batch, Output(logits=torch.zeros(1, 8), aux=_full_aux(sh_i, sp_i, sh_t, sp_t)))
+    # shared: C = [[1, 4], [2, 1]], mean 2 -> [[1/2, 2], [1, 1/2]]; Delta = 1/2 + 1/2 - 2 - 1 = -2, eps = 0.1
+    x = 0.5 * sig(2 / 0.2)
+    entropy = 2 * x * math.log(x) + 2 * (0.5 - x) * math.log(0.5 - x)
+    want = 2 * x * 0.5 + (0.5 - x) * (2 + 1) + 0.1 * entropy
+    assert terms["pali_shared"].item() == pytest.approx(want, rel=1e-4)
+    # specific: C = [[0, 9], [9, 0]], mean 4.5 -> [[0, 2], [2, 0]]; Delta = -4
+    x = 0.5 * sig(4 / 0.2)
+    entropy = 2 * x * math.log(x) + 2 * (0.5 - x) * math.log(0.5 - x)
+    assert terms["pali_spec"].item() == pytest.approx(2 * (0.5 - x) * 2 + 0.1 * entropy, rel=1e-4)
+
+
+def test_relative_cost_is_scale_free():
+    """The relative OT value is unchanged when every prototype is scaled, and its gradient has no
+    component along that scaling (so shrinking all prototypes cannot lower it, unlike raw Eq. 4)."""
+    torch.manual_seed(0)
+    x, y = torch.randn(3, 5, 8, dtype=torch.float64), torch.randn(3, 5, 8, dtype=torch.float64)
+    value = lambda a, b: P.entropic_ot(P.relative_cost(P.squared_distances(a, b)), 0.1, max_iter=500,  # noqa: E731
+                                       tol=1e-10).sum()
+    assert value(3 * x, 3 * y).item() == pytest.approx(value(x, y).item(), rel=1e-6)
+    xg, yg = x.clone().requires_grad_(True), y.clone().requires_grad_(True)
+    value(xg, yg).backward()
+    radial = (xg.grad * x).sum() + (yg.grad * y).sum()  # d/ds value(s x, s y) at s = 1
+    assert abs(radial.item()) < 1e-6 * (xg.grad.norm() * x.norm()).item()
+    raw = P.entropic_ot(P.squared_distances(x, y), 0.1).sum()
+    assert P.entropic_ot(P.squared_distances(x / 2, y / 2), 0.1).sum() < raw / 3  # raw Eq. 4 rewards shrinking
+
+
+def test_tpe_query_init_scales():
+    torch.manual_seed(0)
+    unit = P.TokenPrototypeExtractor(dim=256, num_prototypes=64, query_init="unit")
+    normal = P.TokenPrototypeExtractor(dim=256, num_prototypes=64, query_init="normal")
+    assert unit.queries.std().item() == pytest.approx(1 / 16, rel=0.05)  # N(0, 1/D): norm about 1
+    assert normal.queries.std().item() == pytest.approx(1.0, rel=0.05)
+    assert P.query_std(64, "unit") == 0.125 and P.query_std(64, "normal") == 1.0
+
+
+def test_diagnostics_by_hand():
+    model = build(hidden=2, gamma=1.0)
+    batch = hand_batch([(True, True), (True, True), (True, False)], [0, 1, 2])
+    # shared image prototypes: two complete rows and an image-only one
+    sh_i = t([[[1, 0], [0, 1]], [[3, 0], [0, 1]], [[2, 0], [0, 1]]])
+    sh_t = t([[[1, 0], [0, 1]], [[3, 0], [0, 1]], [[0, 0], [0, 0]]])  # the same on complete rows
+    sp = t([[[0, 0], [9, 9]]] * 3)
+    aux = _full_aux(sh_i, sp, sh_t, sp)
+    attn = torch.zeros(3, 8, 6)
+    attn[:2, :, 0], attn[:2, :, 3] = 0.75, 0.25  # complete rows: 3/4 on t_spec_img, 1/4 on p_shared_fused
+    attn[2, :, 1] = 1.0                           # the image-only row is not averaged in
+    aux["cma_attention"] = attn
+    d = model.diagnostics(batch, Output(logits=torch.zeros(3, 8), aux=aux))
+    # slot 0 over the three image rows: values 1, 3, 2 -> variance 2/3, mean^2 4 -> 1/6; slot 1 constant -> 0
+    assert d["proto_var_shared_image"] == pytest.approx((1 / 6 + 0) / 2)
+    # tabular rows 0, 1: slot 0 values 1, 3 -> 1/4; slot 1 constant
+    assert d["proto_var_shared_tabular"] == pytest.approx(1 / 8)
+    assert d["proto_var_spec_image"] == 0.0 and d["t_var_spec_image"] == 0.0
+    assert d["attn_t_spec_img"] == pytest.approx(0.75) and d["attn_p_shared_fused"] == pytest.approx(0.25)
+    assert d["attn_prototype_rows"] == pytest.approx(0.25) and d["attn_p_spec_img"] == 0.0
+    assert d["shared_gap"] == 0.0  # image and tabular shared prototypes coincide on complete rows
+    # identical prototype sets: the plan is the identity (a permutation), matched cost 0
+    assert d["ot_plan_peak_shared"] == pytest.approx(1.0, abs=1e-3) and d["ot_match_shared"] < 1e-3
+    # specific cost of the rows: [[0, 162], [162, 0]], mean 81
+    assert d["ot_cost_spec"] == pytest.approx(81.0)
 
 
 def _full_aux(sh_i, sp_i, sh_t, sp_t) -> dict[str, torch.Tensor]:
@@ -397,8 +468,8 @@ DFPL_VARIANTS = [n for n in list_names("methods") if n == "dfpl" or n.startswith
 
 def test_ablation_protocol_lists_every_paper_variant():
     proto = load_protocol("dfpl-ablations")
-    # options, not paper rows: the OT cost scale and where the two encoders split
-    assert set(proto.methods) == set(DFPL_VARIANTS) - {"dfpl-normcost", "dfpl-stemshared"}
+    # options, not paper rows: the OT cost scale, the literal reading and where the two encoders split
+    assert set(proto.methods) == set(DFPL_VARIANTS) - {"dfpl-normcost", "dfpl-stemshared", "dfpl-literal"}
     assert proto.scenarios == ["both"] and proto.rates == [0.5] and proto.seeds == [0, 1, 2]
 
 

@@ -113,3 +113,7 @@ class Method(nn.Module):
         ``<modality>.<branch>`` -> ``B x D``. Default: the pooled embedding of each modality; methods
         with shared and specific branches name both (``image.shared``, ``image.specific``)."""
         return {m: out.embeddings[m] for m in self.modalities if m in out.embeddings}
+
+    def diagnostics(self, batch: Batch, out: Output) -> dict[str, float]:
+        """Named scalar health checks of one forward pass (``mmbench.diagnostics``); none by default."""
+        return {}

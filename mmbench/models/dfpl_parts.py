@@ -67,6 +67,21 @@ def jsd(a: Tensor, b: Tensor, mode: str = "softmax") -> Tensor:
 # ----------------------------------------------------------------------------- SSPM
 
 
+def query_std(dim: int, mode: str) -> float:
+    """Standard deviation of the initial TPE queries (the paper gives none).
+
+    ``unit``: ``N(0, 1/D)``, so a query has norm about 1 at any D, the scale of the attention output at
+    initialisation, and prototypes start input-dependent. ``normal``: ``N(0, 1)`` (``nn.Embedding``'s
+    default), norm about sqrt(D): the query term of Eq. 2's residual then dominates and the prototypes
+    start almost input-independent (docs/dfpl.md, "Why the literal reading collapses").
+    """
+    if mode == "unit":
+        return 1.0 / math.sqrt(dim)
+    if mode == "normal":
+        return 1.0
+    raise ValueError(f"unknown query_init {mode!r}")
+
+
 class TokenPrototypeExtractor(nn.Module):
     """TPE, Eq. 2: K learnable queries attend (one head) over the tokens of one branch.
 
@@ -74,9 +89,9 @@ class TokenPrototypeExtractor(nn.Module):
     branch (shared/specific x image/tabular): the four groups of queries are parameter-independent.
     """
 
-    def __init__(self, dim: int, num_prototypes: int, ffn_mult: float = 4.0) -> None:
+    def __init__(self, dim: int, num_prototypes: int, ffn_mult: float = 4.0, query_init: str = "unit") -> None:
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(num_prototypes, dim))  # nn.Embedding-style N(0, 1)
+        self.queries = nn.Parameter(torch.randn(num_prototypes, dim) * query_std(dim, query_init))
         self.w_q = nn.Linear(dim, dim, bias=False)
         self.w_k = nn.Linear(dim, dim, bias=False)
         self.w_v = nn.Linear(dim, dim, bias=False)
@@ -114,6 +129,16 @@ def squared_distances(x: Tensor, y: Tensor, normalize: bool = False) -> Tensor:
     if normalize:
         x, y = x / safe_norm(x).unsqueeze(-1), y / safe_norm(y).unsqueeze(-1)
     return (x.unsqueeze(2) - y.unsqueeze(1)).pow(2).sum(-1)
+
+
+def relative_cost(cost: Tensor) -> Tensor:
+    """Eq. 4 costs (``B x K x M``) in units of their own mean per problem: ``C / mean_ij C``.
+
+    Scale-free: the OT value of Eq. 5 on it no longer falls when all prototypes shrink together, and
+    eps is a regularisation relative to the typical distance (our reading of Eq. 5; docs/dfpl.md).
+    The mean is not detached, so the gradient has no component along a uniform rescaling.
+    """
+    return cost / cost.mean((1, 2), keepdim=True).clamp_min(_EPS)
 
 
 def sinkhorn_plan(cost: Tensor, epsilon: float, max_iter: int = 50, tol: float = 1e-4,

@@ -180,11 +180,18 @@ class DFPLConfig:
             (the paper calls it "a small weighting factor" without a value; 0.1 is our choice).
         num_prototypes: K prototypes per branch (Table III: 3, 5, 10, 15).
         ot_epsilon: entropic regularisation of Eq. 5.
-        ot_cost: ``sqeuclidean`` (Eq. 4) or ``normalized`` (squared distance of L2-normalised
-            prototypes, ``2 - 2 cos``; not the paper, an option for the cost scale).
+        ot_cost: the unit of Eq. 4's cost in Eq. 5. ``relative`` (default): the squared distances of
+            Eq. 4 divided by their mean over the K x K pairs of the problem, so eps = 0.1 is relative
+            to the typical distance and the OT term is scale-free; ``sqeuclidean``: raw squared
+            distances (``dfpl-literal``; with D = 64-512 they are in the hundreds, the plan is a
+            permutation and the term dominates training); ``normalized``: of L2-normalised
+            prototypes (``2 - 2 cos``; ``dfpl-normcost``, changes the geometry of Eq. 4).
         sinkhorn_max_iter, sinkhorn_tol, sinkhorn_scaling: POT's batched log-domain Sinkhorn with
             epsilon-scaling (:func:`~mmbench.models.dfpl_parts.sinkhorn_plan`; scaling 0 = plain).
         ffn_mult: hidden width of the TPE's FFN (Eq. 2) as a multiple of D (not given in the paper).
+        query_init: initial TPE queries F of Eq. 2 (not given in the paper): ``unit`` (default)
+            ``N(0, 1/D)``, norm about 1 like the attention output, so prototypes start input-dependent;
+            ``normal``: ``N(0, 1)`` (``dfpl-literal``), norm sqrt(D), which dominates Eq. 2's residual.
         jsd: how features become distributions for the JSD of Eq. 1 (``softmax`` over D, or
             ``sigmoid`` per dimension as DrFuse's code).
         pdis_jsd: also add the JSD alignment term of Eq. 1 to L_pdis (the text says "the same loss
@@ -207,11 +214,12 @@ class DFPLConfig:
     omega: NonNegFloat = 0.1
     num_prototypes: PosInt = 5
     ot_epsilon: PosFloat = 0.1
-    ot_cost: Literal["sqeuclidean", "normalized"] = "sqeuclidean"
+    ot_cost: Literal["relative", "sqeuclidean", "normalized"] = "relative"
     sinkhorn_max_iter: PosInt = 50
     sinkhorn_tol: PosFloat = 1e-4
     sinkhorn_scaling: Annotated[Float, Field(ge=0, lt=1)] = 0.5
     ffn_mult: PosFloat = 4.0
+    query_init: Literal["unit", "normal"] = "unit"
     jsd: Literal["softmax", "sigmoid"] = "softmax"
     pdis_jsd: Bool = False
     sspm: Bool = True
