@@ -44,6 +44,10 @@ from .registry import BALANCERS, DATASETS, HEADS, METHODS
 from .spec import RunSpec
 from .train import Loader, fit, predict, resolve_device, seed_everything
 
+#: test rows whose pooled per-modality embeddings (float16) go into the predictions ``.npz`` as
+#: ``emb_<modality>`` (the first rows of ``logits``; for t-SNE figures), capped to bound its size
+EMBEDDING_ROWS = 2000
+
 _DATA_CACHE: dict[str, tuple[DataInfo, dict[str, Split], dict[str, float] | None, dict[str, Any] | None]] = {}
 
 
@@ -162,7 +166,8 @@ def _execute_locked(spec: RunSpec, path: Path, *, force: bool, root: str | None,
         t_eval = time.perf_counter()
         save_aux = tuple(getattr(pipeline.method, "save_aux", ()))
         val = predict(pipeline, loaders["val"], amp=train_cfg.amp)
-        test = predict(pipeline, loaders["test"], amp=train_cfg.amp, save_aux=save_aux)
+        test = predict(pipeline, loaders["test"], amp=train_cfg.amp, save_aux=save_aux,
+                       embedding_rows=EMBEDDING_ROWS)
         posterior = splits["test"].extra.get("bayes_posterior")
         fields["metrics"] = Metrics(
             val=compute_metrics(val.logits, val.y, info.task),
@@ -173,7 +178,8 @@ def _execute_locked(spec: RunSpec, path: Path, *, force: bool, root: str | None,
         )
         pred_path = path.with_suffix(".npz")
         write_predictions(pred_path, {"logits": test.logits, "y": test.y, "present": test.present,
-                                      "index": test.index, **{f"aux_{k}": v for k, v in test.aux.items()}})
+                                      "index": test.index, **{f"aux_{k}": v for k, v in test.aux.items()},
+                                      **{f"emb_{m}": v for m, v in test.embeddings.items()}})
         fields["files"] = {"predictions": pred_path.name}
         timing.update(
             train_seconds=round(result.train_seconds, 3),
