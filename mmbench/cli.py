@@ -1,4 +1,4 @@
-"""The ``mmbench`` command line (Typer): run, table, check, stats, plot, ls, validate, prepare.
+"""The ``mmbench`` command line (Typer): run, table, check, stats, plot, report, ls, validate, prepare.
 
 A thin layer: planning lives in :mod:`mmbench.plan`, execution behind :mod:`mmbench.executors`,
 records in :mod:`mmbench.records`, reports in :mod:`mmbench.report`. Commands that only read
@@ -60,6 +60,15 @@ class PlotKind(str, Enum):
     curve = "curve"
     patterns = "patterns"
     seeds = "seeds"
+    cd = "cd"
+    heatmap = "heatmap"
+    attention = "attention"
+    tsne = "tsne"
+
+
+class TableView(str, Enum):
+    cells = "cells"
+    costs = "costs"
 
 
 class CurveAxis(str, Enum):
@@ -88,6 +97,8 @@ class Metric(str, Enum):
     macro_f1 = "macro_f1"
     auroc = "auroc"
     prauc = "prauc"
+    ece = "ece"
+    brier = "brier"
 
 
 ConfigDirOpt = Annotated[list[str] | None, typer.Option("--config-dir", help="Extra folder with methods/, datasets/, protocols/, heads/, balancers/ YAMLs (searched first).")]
@@ -473,6 +484,12 @@ def bench_table(result: dict) -> Table:
 def _load(results: Path, dataset: list[str] | None = None, method: list[str] | None = None,
           protocol: str | None = None) -> list:
     """Records under ``results`` passing the filters; files left out are named in one warning line each."""
+    return _load_set(results, dataset, method, protocol)[0]
+
+
+def _load_set(results: Path, dataset: list[str] | None = None, method: list[str] | None = None,
+              protocol: str | None = None) -> tuple[list, Any]:
+    """:func:`_load` and the whole :class:`~mmbench.records.RecordSet` it came from."""
     from .records import load_records
 
     rs = load_records(results)
@@ -487,7 +504,7 @@ def _load(results: Path, dataset: list[str] | None = None, method: list[str] | N
         recs = [r for r in recs if r.labels.protocol == protocol]
     if not recs:
         raise MMBenchError(f"no run records under {results} match the given filters")
-    return recs
+    return recs, rs
 
 
 @app.command()
@@ -504,6 +521,7 @@ def table(
     stats_test: Annotated[StatsTest, typer.Option("--stats-test", help="wilcoxon | ttest (paired by seed) | bootstrap | "
                                                   "mcnemar (paired over test rows, from the .npz predictions).")] = StatsTest.wilcoxon,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Significance level for --stats (Holm within the row).")] = 0.05,
+    view: Annotated[TableView, typer.Option(help="cells: methods x missingness cells of --metric (ece and brier are lower-is-better) | costs: per method the metric, ECE and Brier next to parameters, step time and peak memory.")] = TableView.cells,
 ) -> None:
     """Comparison table (mean ± std over seeds, best per row marked) built only from records."""
     from .report.tables import render
@@ -511,7 +529,13 @@ def table(
     if out is not None:
         writable_file(out, "--out")
     recs = _load(results, dataset, method, protocol)
-    if stats_:
+    if view is TableView.costs:
+        if stats_:
+            raise MMBenchError("--stats is for --view cells (the cost view has no per-cell comparison)")
+        from .report.costs import render_costs
+
+        text = render_costs(recs, fmt.value, _value(metric))
+    elif stats_:
         text = _render_stats(recs, fmt.value, _value(metric), stats_test.value, alpha, results)
     else:
         text = render(recs, fmt.value, _value(metric))
@@ -710,7 +734,9 @@ def _render_stats(recs: list, fmt: str, metric: str | None, test: str, alpha: fl
 def plot(
     results: ResultsOpt = Path("results"),
     kind: Annotated[PlotKind, typer.Option(help="curve (metric vs missing rate) | patterns (per-pattern bars + "
-                                           "ceiling) | seeds (box plot over seeds).")] = PlotKind.curve,
+                                           "ceiling) | seeds (box plot over seeds) | cd (critical-difference "
+                                           "diagram; needs mmbench[report]) | heatmap (train x test rate) | "
+                                           "attention (DFPL CMA weights per class) | tsne (saved embeddings).")] = PlotKind.curve,
     out: Annotated[Path | None, typer.Option("--out", help="Output file, written as <stem>.png and "
                                              "<stem>.pdf (default results/plots/<kind>).")] = None,
     dataset: DatasetsOpt = None,
@@ -734,7 +760,14 @@ def plot(
     recs = _filter_cells(recs, scenario, rate, test_rate, results)
     draw = PLOTS[kind.value]
     try:
-        paths = draw(recs, out, _value(metric), x=x.value) if kind is PlotKind.curve else draw(recs, out, _value(metric))
+        if kind is PlotKind.curve:
+            paths = draw(recs, out, _value(metric), x=x.value)
+        elif kind in (PlotKind.attention, PlotKind.tsne):
+            from .report.stats import prediction_paths
+
+            paths = draw(recs, out, prediction_paths(results))
+        else:
+            paths = draw(recs, out, _value(metric))
     except OSError as exc:
         raise MMBenchError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
     console.print("wrote " + ", ".join(str(p) for p in paths))
@@ -754,6 +787,31 @@ def _filter_cells(recs: list, scenario: list[str] | None, rate: list[float] | No
     if not recs:
         raise MMBenchError(f"no run records under {where} match the given filters")
     return recs
+
+
+@app.command()
+def report(
+    results: Annotated[Path, typer.Argument(help="Folder of run records (the --output-dir of `mmbench run`).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for index.html and figures/ (PNG and PDF).")] = Path("report"),
+    dataset: DatasetsOpt = None,
+    method: MethodsOpt = None,
+    protocol: ProtocolOpt = None,
+    metric: MetricOpt = None,
+    alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Significance level of the marks and the critical-difference diagram.")] = 0.05,
+) -> None:
+    """One self-contained HTML page for a results folder: tables, figures, environment, settings, runs."""
+    from .report.page import build_report
+
+    writable_dir(out, "--out")
+    recs, rs = _load_set(results, dataset, method, protocol)
+    paths = {r.run_id: p for r, p in zip(rs.records, rs.paths, strict=True)}
+    try:
+        rep = build_report(recs, results, out, paths, metric=_value(metric), alpha=alpha, failed=len(rs.failed))
+    except OSError as exc:
+        raise MMBenchError(f"--out {out}: cannot write ({exc.strerror or exc})") from None
+    for note in rep.notes:
+        err_console.print(f"[yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {rep.index} and {len(rep.figures)} figure file(s) in {out / 'figures'}")
 
 
 @app.command()

@@ -30,6 +30,11 @@ TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel")
 LOWER_IS_BETTER: frozenset[str] = frozenset({"ece", "brier"})
 
 
+def higher_is_better(metric: str) -> bool:
+    """Whether a larger value of ``metric`` is better (False for :data:`LOWER_IS_BETTER`)."""
+    return metric not in LOWER_IS_BETTER
+
+
 def pattern_name(row: tuple[bool, ...]) -> str | None:
     """The name of the missing pattern of one presence row (``None`` for no modality at all)."""
     for name, target in PATTERNS.items():

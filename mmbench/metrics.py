@@ -43,16 +43,11 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, f1_score, roc_auc_score
 
-from .core import LOWER_IS_BETTER, PATTERNS
+from .core import LOWER_IS_BETTER, PATTERNS, higher_is_better  # noqa: F401  (re-exported)
 
 METRICS = ("accuracy", "macro_f1", "auroc", "prauc", "ece", "brier")
 TASKS = ("multiclass", "binary", "multilabel")
 ECE_BINS = 15
-
-
-def higher_is_better(metric: str) -> bool:
-    """Whether a larger value of ``metric`` is better (False for :data:`LOWER_IS_BETTER`)."""
-    return metric not in LOWER_IS_BETTER
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> float:

@@ -64,6 +64,10 @@ from .registry import BALANCERS, DATASETS, HEADS, METHODS
 from .spec import RunSpec
 from .train import EvalOutput, Loader, fit, predict, resolve_device, seed_everything
 
+#: test rows whose pooled per-modality embeddings (float16) go into the predictions ``.npz`` as
+#: ``emb_<modality>`` (the first rows of ``logits``; for t-SNE figures), capped to bound its size
+EMBEDDING_ROWS = 2000
+
 #: datasets loaded in this process, most recent last (a grid reuses them; at most _DATA_CACHE_SIZE are kept)
 _DATA_CACHE: OrderedDict[str, tuple[DataInfo, dict[str, Split], dict[str, float] | None, dict[str, Any] | None]] = \
     OrderedDict()
@@ -348,7 +352,7 @@ def _test(spec: RunSpec, path: Path, shared: _Shared, presents: dict[str, torch.
     pipeline, info, val = shared.trained.pipeline, shared.info, shared.val
     loader = _build_loaders(spec, shared, presents, indices, ("test",))["test"]
     save_aux = tuple(getattr(pipeline.method, "save_aux", ()))
-    test = predict(pipeline, loader, amp=spec.train.amp, save_aux=save_aux)
+    test = predict(pipeline, loader, amp=spec.train.amp, save_aux=save_aux, embedding_rows=EMBEDDING_ROWS)
     posterior = shared.splits["test"].extra.get("bayes_posterior")
     metrics = Metrics(
         val=compute_metrics(val.logits, val.y, info.task),
@@ -360,7 +364,8 @@ def _test(spec: RunSpec, path: Path, shared: _Shared, presents: dict[str, torch.
     probes = probe(*collect(pipeline, loader), latents) if latents else None
     pred_path = path.with_suffix(".npz")
     write_predictions(pred_path, {"logits": test.logits, "y": test.y, "present": test.present,
-                                  "index": test.index, **{f"aux_{k}": v for k, v in test.aux.items()}})
+                                  "index": test.index, **{f"aux_{k}": v for k, v in test.aux.items()},
+                                  **{f"emb_{m}": v for m, v in test.embeddings.items()}})
     timing["eval_seconds"] = round(time.perf_counter() - t_eval, 3)
     out = {"metrics": metrics, "files": {"predictions": pred_path.name}}
     if probes is not None:

@@ -97,14 +97,19 @@ class EvalOutput:
     present: np.ndarray
     index: np.ndarray
     aux: dict[str, np.ndarray] = field(default_factory=dict)
+    embeddings: dict[str, np.ndarray] = field(default_factory=dict)  # modality -> first rows x D (float16)
 
 
 @torch.no_grad()
-def predict(pipeline: Pipeline, loader: Loader, amp: bool = False, save_aux: tuple[str, ...] = ()) -> EvalOutput:
-    """Run the pipeline in eval mode over ``loader`` and gather logits (float32) and named aux tensors."""
+def predict(pipeline: Pipeline, loader: Loader, amp: bool = False, save_aux: tuple[str, ...] = (),
+            embedding_rows: int = 0) -> EvalOutput:
+    """Run the pipeline in eval mode over ``loader`` and gather logits (float32), named aux tensors and,
+    for the first ``embedding_rows`` rows, the pooled per-modality embeddings (float16)."""
     pipeline.eval()
     logits, ys, pres, idx = [], [], [], []
     aux: dict[str, list[Tensor]] = {k: [] for k in save_aux}
+    emb: dict[str, list[Tensor]] = {}
+    seen = 0
     device_type = loader.device.type
     for batch in loader:
         with torch.autocast(device_type=device_type, dtype=torch.bfloat16, enabled=amp and device_type == "cuda"):
@@ -116,8 +121,13 @@ def predict(pipeline: Pipeline, loader: Loader, amp: bool = False, save_aux: tup
         for k in save_aux:
             if k in out.aux:
                 aux[k].append(out.aux[k].float().cpu())
+        take = min(len(batch), embedding_rows - seen)
+        for m, e in out.embeddings.items() if take > 0 else ():
+            emb.setdefault(m, []).append(e[:take].to(torch.float16).cpu())
+        seen += len(batch)
     cat = lambda xs: torch.cat(xs).numpy() if xs else np.zeros((0,))  # noqa: E731
-    return EvalOutput(cat(logits), cat(ys), cat(pres), cat(idx), {k: cat(v) for k, v in aux.items() if v})
+    return EvalOutput(cat(logits), cat(ys), cat(pres), cat(idx), {k: cat(v) for k, v in aux.items() if v},
+                      {m: cat(v) for m, v in emb.items()})
 
 
 @dataclass

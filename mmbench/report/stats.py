@@ -17,11 +17,14 @@
 * **Robustness summaries**: :func:`drop_summary` (metric minus the same method and
   seed at 0% missing) and :func:`auc_summary` (area under the metric vs missing-rate curve).
 
-Every metric of :data:`mmbench.metrics.METRICS` is higher-is-better; ranks and "best" assume that.
+Direction: "best" is the highest mean, and rank 1 the highest value, except for the lower-is-better
+metrics of :data:`mmbench.metrics.LOWER_IS_BETTER` (``ece``, ``brier``), where it is the lowest. A gap
+to the best is always measured in the better direction (positive: worse than the best).
 """
 
 from __future__ import annotations
 
+import html
 import math
 import warnings
 from dataclasses import dataclass
@@ -32,11 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from ..core import higher_is_better
 from ..errors import MMBenchError
 from ..records import RunRecord
 from .frame import CELL_KEYS, records_frame
 from .power import mcnemar_counts_p, mcnemar_p, mdd, paired_t_p, seeds_needed
-from .tables import pivot, summarize
+from .tables import caption, display, latex_table, pivot, summarize
 
 DAGGER = {"md": "†", "latex": "$^\\dagger$", "html": "&dagger;", "csv": "†"}
 #: the mark of a method whose gap to the best is below the minimum detectable difference
@@ -225,8 +229,11 @@ def compare_to_best(records: list[RunRecord], metric: str | None = None, *, test
 
     ``test="wilcoxon"`` pairs the per-seed test metrics by seed; ``test="bootstrap"`` pairs test
     samples through :func:`paired_bootstrap_p` (needs ``predictions``, see :func:`prediction_paths`).
-    Columns: the cell keys, ``method``, ``metric``, ``mean``, ``n`` (paired seeds), ``best``,
-    ``p``, ``p_holm`` and ``tie`` (not the best and ``p_holm >= alpha``: marked with a dagger).
+    The best is the highest mean, or the lowest for a lower-is-better metric (``ece``, ``brier``).
+    Columns: the cell keys, ``method``, ``metric``, ``mean``, ``n`` (paired seeds), ``best``, ``gap``
+    (to the best, in the better direction), ``sd_diff``, ``mdd``, ``below_mdd`` (the gap is below the
+    minimum detectable difference: tied), ``seeds_needed``, ``p``, ``p_holm`` and ``tie`` (not the best
+    and ``p_holm >= alpha``: marked with a dagger).
     """
     if test not in TESTS:
         raise MMBenchError(f"unknown test {test!r}; expected one of {', '.join(TESTS)}")
@@ -239,13 +246,14 @@ def compare_to_best(records: list[RunRecord], metric: str | None = None, *, test
         means = cell.groupby("method")["value"].mean().dropna()
         if means.empty:
             continue
-        best = str(means.idxmax())
+        sign = 1.0 if higher_is_better(str(cell["metric"].iloc[0])) else -1.0
+        best = str(means.idxmax() if sign > 0 else means.idxmin())
         wide = cell.pivot(index="seed", columns="method", values="value")
         ids = cell.pivot(index="seed", columns="method", values="run_id")
         part = []
         for m, mean in means.items():
             both = wide[[best, m]].dropna()
-            diffs = (both[best] - both[m]).to_numpy(dtype=float)
+            diffs = sign * (both[best] - both[m]).to_numpy(dtype=float)
             p = math.nan
             if m != best and test == "wilcoxon":
                 p = wilcoxon_p(both[best].to_numpy(), both[m].to_numpy())[1]
@@ -261,7 +269,7 @@ def compare_to_best(records: list[RunRecord], metric: str | None = None, *, test
                     p = _mcnemar(pairs)
             n = int(len(both))
             sd = float(np.std(diffs, ddof=1)) if n > 1 else math.nan
-            gap = float(means[best] - mean)
+            gap = float(sign * (means[best] - mean))
             row_mdd = mdd(sd, n) if m != best else math.nan
             part.append({**dict(zip(CELL_KEYS, keys, strict=True)), "method": m,
                          "metric": cell["metric"].iloc[0], "mean": float(mean), "n": n, "best": m == best,
@@ -328,11 +336,36 @@ def render_with_stats(records: list[RunRecord], fmt: str = "md", metric: str | N
         return summary.to_csv(index=False, float_format="%.6f"), comp
     if fmt not in ("md", "latex", "html"):
         raise MMBenchError(f"unknown table format {fmt!r}; expected md, csv, latex or html")
-    table = pivot(summary, fmt)
-    groups = [keys for keys, _ in summary.groupby(CELL_KEYS, dropna=False, sort=True)]
-    assert len(groups) == len(table), "pivot rows must follow the cell groups"
+    table, text = _marked_table(summary, tested, fmt, metric, test, alpha, n_boot)
+    metrics = [metric] if metric else sorted(summary["metric"].unique())
+    if fmt == "md":
+        return text + "\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n", comp
+    if fmt == "latex":
+        label = "tab:mmbench-" + "-".join(metrics).replace("_", "-") + "-stats"
+        return latex_table(table, text, label), comp
+    return f"<p>{html.escape(text)}</p>\n" + table.to_html(index=False, escape=False), comp
+
+
+def stats_table(records: list[RunRecord], fmt: str = "html", metric: str | None = None, *, test: str = "wilcoxon",
+                alpha: float = 0.05, second: bool | None = None) -> tuple[pd.DataFrame, str, pd.DataFrame]:
+    """The marked table of :func:`render_with_stats` as a frame (cells ready for ``fmt``), its caption and
+    the tests (``second``: underline the second best, see :func:`mmbench.report.tables.pivot`)."""
+    comp = compare_to_best(records, metric, test=test, alpha=alpha)
+    summary = summarize(records, metric)
+    tested = {tuple(str(r[k]) for k in (*CELL_KEYS, "method")): r for _, r in comp.iterrows()}
+    table, text = _marked_table(summary, tested, fmt, metric, test, alpha, 1000, second)
+    return table, text, comp
+
+
+def _marked_table(summary: pd.DataFrame, tested: dict[tuple[str, ...], Any], fmt: str, metric: str | None,
+                  test: str, alpha: float, n_boot: int, second: bool | None = None) -> tuple[pd.DataFrame, str]:
+    """The pivot of ``summary`` with dagger / tied marks, seeds and MDD columns, and its caption."""
+    dash = "--" if fmt == "latex" else "–"
+    table = pivot(summary, fmt, second)
+    assert summary.groupby(CELL_KEYS, dropna=False).ngroups == len(table), "pivot rows must follow the cells"
     seeds_col, mdd_col = [], []
-    for i, keys in enumerate(groups):
+    for i, (keys, grp) in enumerate(summary.groupby(CELL_KEYS, dropna=False, sort=True)):
+        unit = display(str(grp["metric"].iloc[0]))
         row_mdds = []
         n_seeds = set()
         for m in table.columns:
@@ -341,29 +374,26 @@ def render_with_stats(records: list[RunRecord], fmt: str = "md", metric: str | N
                 continue
             n_seeds.add(int(hit["n"]))
             if np.isfinite(hit["mdd"]):
-                row_mdds.append(100 * float(hit["mdd"]))
+                row_mdds.append(unit.scale * float(hit["mdd"]))
             marks = (DAGGER[fmt] if hit["tie"] else "") + (TIED[fmt] if hit["below_mdd"] else "")
+            if fmt == "latex" and marks:  # one superscript: "$^a$$^b$" would read as display math
+                marks = "$^{" + ("\\dagger" if hit["tie"] else "") + ("\\approx" if hit["below_mdd"] else "") + "}$"
             if marks:
                 table.at[i, m] = f"{table.at[i, m]}{marks}"
-        seeds_col.append("/".join(str(n) for n in sorted(n_seeds)) or "–")
-        mdd_col.append(f"{np.median(row_mdds):.2f}" if row_mdds else "–")
+        seeds_col.append("/".join(str(n) for n in sorted(n_seeds)) or dash)
+        mdd_col.append(f"{np.median(row_mdds):.{unit.decimals}f}" if row_mdds else dash)
     table["seeds"] = seeds_col
-    table["MDD (pp)"] = mdd_col
-    metric_name = metric or ", ".join(sorted(summary["metric"].unique()))
+    metrics = [metric] if metric else sorted(summary["metric"].unique())
+    table["MDD (pp)" if all(display(m).unit == "%" for m in metrics) else "MDD"] = mdd_col
     how = {"wilcoxon": "two-sided Wilcoxon signed-rank test paired by seed",
            "ttest": "two-sided paired t-test by seed",
            "bootstrap": f"two-sided paired bootstrap over test samples, {n_boot} replicates",
            "mcnemar": "exact McNemar test on the same test rows, discordant rows pooled over seeds"}[test]
-    caption = (f"Test {metric_name} (%), mean ± std over seeds; best per row in bold; † not significantly "
-               f"different from the best ({how}, Holm-adjusted within the row, alpha = {alpha:g}); "
-               "≈ gap to the best below the minimum detectable difference (MDD: 80% power, alpha 0.05, "
-               "paired t-test at the observed spread of the per-seed differences; median over the row).")
-    if fmt == "md":
-        return caption + "\n\n" + table.to_markdown(index=False) + "\n", comp
-    if fmt == "latex":
-        body = table.to_latex(index=False, escape=False, column_format="l" * len(table.columns))
-        return f"% {caption.replace('†', 'dagger:').replace('≈', 'approx:')}\n{body}", comp
-    return f"<p>{caption}</p>\n" + table.to_html(index=False, escape=False), comp
+    legend = (f"; † not significantly different from the best ({how}, Holm-adjusted within the row, "
+              f"alpha = {alpha:g}); ≈ tied: gap to the best below the minimum detectable difference (MDD: 80% "
+              "power, alpha 0.05, paired t-test at the observed spread of the per-seed differences; median "
+              "over the row)")
+    return table, caption(metrics, second=fmt == "latex" if second is None else second, extra=legend)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -382,24 +412,33 @@ class FriedmanResult:
     ranks: pd.DataFrame  # method, avg_rank, mean, n_blocks (sorted best first)
     pairwise: pd.DataFrame  # a, b, n, mean_diff, statistic, p, p_holm, significant
     blocks: pd.DataFrame  # block label x method matrix of seed-averaged values
+    metric: str | None = None  # the ranked metric (its direction decides rank 1)
 
 
 def block_matrix(records: list[RunRecord], metric: str | None = None) -> tuple[pd.DataFrame, int]:
     """Blocks (dataset x cell) x methods of seed-averaged test metrics; blocks missing a method are
-    dropped (complete blocks only). Returns the matrix and the number of dropped blocks."""
+    dropped (complete blocks only). Returns the matrix and the number of dropped blocks. Without
+    ``metric`` every dataset uses its primary metric; mixing higher- and lower-is-better metrics in one
+    ranking is refused."""
     df = seed_frame(records, metric)
     check_pairing(df)
+    directions = {higher_is_better(str(m)) for m in df["metric"].dropna().unique()}
+    if len(directions) > 1:
+        names = ", ".join(sorted(df["metric"].unique()))
+        raise MMBenchError(f"cannot rank across metrics of opposite directions ({names}); pass --metric")
     means = df.groupby([*CELL_KEYS, "method"], dropna=False)["value"].mean().reset_index()
     means["block"] = [_cell_label(tuple(r[k] for k in CELL_KEYS)) + f" [{r['availability']}]"
                       for _, r in means.iterrows()]
     mat = means.pivot(index="block", columns="method", values="value")
     full = mat.dropna(axis=0, how="any")
+    full.attrs["metric"] = str(df["metric"].iloc[0]) if len(df) else None
     return full, len(mat) - len(full)
 
 
-def average_ranks(matrix: pd.DataFrame) -> pd.Series:
-    """Mean rank of each method over blocks (1 = best, higher values better; ties get average ranks)."""
-    ranks = matrix.rank(axis=1, ascending=False, method="average")
+def average_ranks(matrix: pd.DataFrame, higher: bool = True) -> pd.Series:
+    """Mean rank of each method over blocks (1 = best: the highest value, or the lowest when not
+    ``higher``; ties get average ranks)."""
+    ranks = matrix.rank(axis=1, ascending=not higher, method="average")
     return ranks.mean(axis=0)
 
 
@@ -417,7 +456,8 @@ def friedman_summary(records: list[RunRecord], metric: str | None = None,
             warnings.simplefilter("ignore")
             res = sps.friedmanchisquare(*[mat[c].to_numpy() for c in mat.columns])
         stat, p = float(res.statistic), float(res.pvalue)
-    avg = average_ranks(mat)
+    ranked = mat.attrs.get("metric")
+    avg = average_ranks(mat, higher_is_better(str(ranked or "accuracy")))
     ranks = pd.DataFrame({"method": avg.index, "avg_rank": avg.to_numpy(),
                           "mean": mat.mean(axis=0).to_numpy(), "n_blocks": n})
     ranks = ranks.sort_values("avg_rank", kind="stable").reset_index(drop=True)
@@ -431,7 +471,7 @@ def friedman_summary(records: list[RunRecord], metric: str | None = None,
     pw = pd.DataFrame(pairs, columns=["a", "b", "n", "mean_diff", "statistic", "p"])
     pw["p_holm"] = holm(pw["p"].to_numpy()) if len(pw) else []
     pw["significant"] = pw["p_holm"] < alpha
-    return FriedmanResult(stat, p, n, k, dropped, ranks, pw, mat)
+    return FriedmanResult(stat, p, n, k, dropped, ranks, pw, mat, ranked)
 
 
 # --------------------------------------------------------------------------------------------------
