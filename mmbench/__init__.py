@@ -1,3 +1,3 @@
 """mmbench: a benchmark suite for multimodal classification with missing modalities."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

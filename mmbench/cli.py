@@ -99,6 +99,7 @@ class Metric(str, Enum):
     prauc = "prauc"
     ece = "ece"
     brier = "brier"
+    regret = "regret"
 
 
 ConfigDirOpt = Annotated[list[str] | None, typer.Option("--config-dir", help="Extra folder with methods/, datasets/, protocols/, heads/, balancers/ YAMLs (searched first).")]

@@ -41,7 +41,6 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import Field
 
-from .data.suite_options import bind_run_seed
 from .encoders.config import EncodersConfig
 from .errors import ConfigError
 from .protocols import MissingSpec
@@ -631,8 +630,7 @@ def resolve(method: str, dataset: str, missing: MissingSpec, seed: int, *,
         raise ConfigError(f"method {mc.impl!r} cannot take head {head!r}; use head: native")
     hidden = validate(DatasetCard, {"name": card.name, "adapter": card.adapter, "hidden": tree["dataset"]["hidden"]},
                       f"{where} dataset").hidden
-    options = bind_run_seed(validate(DATASETS.config(card.adapter), tree["dataset"]["options"],
-                                     f"{where} dataset.options"), seed)
+    options = validate(DATASETS.config(card.adapter), tree["dataset"]["options"], f"{where} dataset.options")
     encoders = typed_encoders(tree["encoders"], f"{method} on {dataset}")
     # frozen features are computed once from the un-augmented images: no augmentation can apply
     augment = None if encoders.freeze else augment_config(tree["dataset"]["augment"], f"{where} dataset")

@@ -27,7 +27,11 @@ Task = Literal["multiclass", "binary", "multilabel"]
 TASKS: tuple[str, ...] = ("multiclass", "binary", "multilabel")
 
 #: Metrics where a smaller value is better (calibration errors); every other metric is higher-is-better.
-LOWER_IS_BETTER: frozenset[str] = frozenset({"ece", "brier"})
+LOWER_IS_BETTER: frozenset[str] = frozenset({"ece", "brier", "regret"})
+#: Not a metric of the predictions alone: the Bayes rule's accuracy on the same test rows minus the method's
+#: (records' ``metrics.regret``; datasets with a known generative model). Tables, stats and plots take it
+#: as ``--metric regret``.
+REGRET = "regret"
 
 
 def higher_is_better(metric: str) -> bool:

@@ -76,7 +76,7 @@ def feature_key(spec: RunSpec, info: DataInfo, k: int, fingerprint: dict[str, An
     payload = {
         "version": FEATURE_CACHE_VERSION,
         "data": {"adapter": spec.dataset.adapter, "adapter_version": spec.dataset.version,
-                 "options": dump(spec.dataset.options), "fingerprint": (fingerprint or {}).get("digest"),
+                 "options": dump(spec.data_options), "fingerprint": (fingerprint or {}).get("digest"),
                  "image_shape": list(info.image_shape)},
         "encoder": {"name": img.name, "output_stride": img.output_stride, "in_chans": info.image_shape[0]},
         "weights": weights_id(img), "stages": k, "timm": timm.__version__,

@@ -43,7 +43,10 @@ import numpy as np
 from scipy.special import expit, softmax
 from sklearn.metrics import accuracy_score, average_precision_score, brier_score_loss, f1_score, roc_auc_score
 
-from .core import LOWER_IS_BETTER, PATTERNS, higher_is_better  # noqa: F401  (re-exported)
+from .core import PATTERNS, higher_is_better  # noqa: F401  (re-exported)
+
+#: Lower-is-better metrics of the predictions (``regret``, also lower-is-better, is not computed here).
+LOWER_IS_BETTER: frozenset[str] = frozenset({"ece", "brier"})
 
 METRICS = ("accuracy", "macro_f1", "auroc", "prauc", "ece", "brier")
 TASKS = ("multiclass", "binary", "multilabel")

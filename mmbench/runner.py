@@ -75,8 +75,8 @@ _DATA_CACHE_SIZE = 2
 
 
 def build_adapter(spec: RunSpec, root: str | None) -> DatasetAdapter:
-    """The dataset adapter of ``spec`` with its typed options."""
-    return DATASETS.get(spec.dataset.adapter)(spec.dataset.options, data_root=root)
+    """The dataset adapter of ``spec`` with its typed options (``seed: run`` bound)."""
+    return DATASETS.get(spec.dataset.adapter)(spec.data_options, data_root=root)
 
 
 def load_data(spec: RunSpec, root: str | None
@@ -86,7 +86,7 @@ def load_data(spec: RunSpec, root: str | None
     from .spec import canonical_json
     from .typed import dump
 
-    key = canonical_json([spec.dataset.adapter, spec.dataset.version, dump(spec.dataset.options), root])
+    key = canonical_json([spec.dataset.adapter, spec.dataset.version, dump(spec.data_options), root])
     if key not in _DATA_CACHE:
         adapter = build_adapter(spec, root)
         info, splits = adapter.load()

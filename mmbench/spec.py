@@ -90,6 +90,14 @@ class RunSpec:
         return spec_hash(self.to_dict())
 
     @property
+    def data_options(self) -> Any:
+        """The dataset options the adapter is built with: a ``seed: run`` bound to the run's seed. The
+        spec keeps ``run`` (so the seeds of one experiment pool in tables); the data is drawn from it."""
+        from .data.suite_options import bind_run_seed
+
+        return bind_run_seed(self.dataset.options, self.train_seed)
+
+    @property
     def label(self) -> str:
         """Table label of the run's method: the config name, plus ``+head`` / ``+balancer`` when they
         were set on top of it (``--head dpl`` on ``shaspec`` -> ``shaspec+dpl``), so variants never merge."""

@@ -293,3 +293,21 @@ def test_parts_contrast_full_size_and_without_distractors() -> None:
 
 def test_every_task_has_a_contrast() -> None:
     assert set(CONTRASTS) == set(TASKS)
+
+
+def test_seed_run_draws_data_from_the_run_seed_and_seeds_pool_in_tables(tmp_path) -> None:
+    """``seed: run`` stays ``run`` in the spec (seeds of one experiment pool), the data follows the seed."""
+    from mmbench.config import resolve
+    from mmbench.protocols import MissingSpec
+    from mmbench.report.tables import summarize
+    from mmbench.runner import execute
+
+    fast = {"train.epochs": 1, "data.n_train": 64, "data.n_val": 32, "data.n_test": 64}
+    specs = [resolve("late_fusion", "suite-parts-tiny", MissingSpec("both", 0.5), s, overrides=fast) for s in (0, 1)]
+    assert [s.dataset.options.seed for s in specs] == ["run", "run"]
+    assert [s.data_options.seed for s in specs] == [0, 1]
+    recs = [execute(s, tmp_path)[0] for s in specs]
+    assert recs[0].masks["test"].hash != recs[1].masks["test"].hash or recs[0].metrics != recs[1].metrics
+    assert recs[0].pooling_key == recs[1].pooling_key
+    row = summarize(recs).iloc[0]
+    assert row["n"] == 2 and row["method"] == "late_fusion"

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..core import PATTERNS
+from ..core import PATTERNS, REGRET
 from ..records import RunRecord
 
 KEY_COLUMNS = ["dataset", "scenario", "availability", "rate", "test_rate", "test_availability", "method"]
@@ -30,6 +30,8 @@ def records_frame(records: list[RunRecord], metric: str | None = None) -> pd.Dat
         m = metric or r.primary_metric
         test = r.metrics.test
         regret = r.metrics.regret or {}
+        if m == REGRET:  # Bayes accuracy on the same rows minus the method's (lower is better)
+            test = {REGRET: regret.get("overall")}
         row: dict[str, Any] = {
             "dataset": lab.dataset, "method": lab.method, "scenario": lab.scenario,
             "rate": _rate_key(r, "rate"), "test_rate": _rate_key(r, "test_rate"),
@@ -45,6 +47,8 @@ def records_frame(records: list[RunRecord], metric: str | None = None) -> pd.Dat
             "regret": regret.get("overall"),
         }
         by = r.metrics.test_by_pattern
+        if m == REGRET:
+            by = {p: {REGRET: regret.get(p)} for p in PATTERNS}
         ceiling = r.ceiling or {}
         for p in PATTERNS:
             row[f"value_{p}"] = (by.get(p) or {}).get(m)
