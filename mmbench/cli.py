@@ -69,6 +69,7 @@ class PlotKind(str, Enum):
 class TableView(str, Enum):
     cells = "cells"
     costs = "costs"
+    probes = "probes"
 
 
 class CurveAxis(str, Enum):
@@ -522,7 +523,7 @@ def table(
     stats_test: Annotated[StatsTest, typer.Option("--stats-test", help="wilcoxon | ttest (paired by seed) | bootstrap | "
                                                   "mcnemar (paired over test rows, from the .npz predictions).")] = StatsTest.wilcoxon,
     alpha: Annotated[float, typer.Option(min=0.0, max=1.0, help="Significance level for --stats (Holm within the row).")] = 0.05,
-    view: Annotated[TableView, typer.Option(help="cells: methods x missingness cells of --metric (ece and brier are lower-is-better) | costs: per method the metric, ECE and Brier next to parameters, step time and peak memory.")] = TableView.cells,
+    view: Annotated[TableView, typer.Option(help="cells: methods x missingness cells of --metric (ece and brier are lower-is-better) | costs: per method the metric, ECE and Brier next to parameters, step time and peak memory | probes: linear-probe R² of each true latent from each method's feature groups (datasets that know their latents).")] = TableView.cells,
 ) -> None:
     """Comparison table (mean ± std over seeds, best per row marked) built only from records."""
     from .report.tables import render
@@ -530,9 +531,13 @@ def table(
     if out is not None:
         writable_file(out, "--out")
     recs = _load(results, dataset, method, protocol)
-    if view is TableView.costs:
-        if stats_:
-            raise MMBenchError("--stats is for --view cells (the cost view has no per-cell comparison)")
+    if view is not TableView.cells and stats_:
+        raise MMBenchError(f"--stats is for --view cells (the {view.value} view has no per-cell comparison)")
+    if view is TableView.probes:
+        from .report.probes import render_probes
+
+        text = render_probes(recs, fmt.value)
+    elif view is TableView.costs:
         from .report.costs import render_costs
 
         text = render_costs(recs, fmt.value, _value(metric))

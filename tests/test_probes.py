@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -37,3 +39,28 @@ def test_groups_are_probed_on_the_rows_that_have_their_modality() -> None:
     out = probe({"image.shared": image, "tabular": rng.standard_normal((n, 3))}, present, np.arange(n), {"z": z})
     assert out["image.shared"]["z"] > 0.99  # on the image rows only; with the zero rows it would be ~0.5
     assert out["tabular"]["z"] < 0.03
+
+
+def test_probe_view_tables_the_records_probes(tmp_path) -> None:
+    """``mmbench table --view probes``: mean ± std over seeds of each group's R² per latent, every format."""
+    import json
+
+    from mmbench.records import parse_record
+    from mmbench.report.probes import probe_frame, render_probes
+
+    base = json.loads(next((Path(__file__).parent / "fixtures" / "historic_results" / "v1-early").glob("*.json"))
+                      .read_text())
+    recs = []
+    for seed, r2 in ((0, 0.5), (1, 0.7)):
+        data = json.loads(json.dumps(base))
+        data["labels"]["seed"] = data["spec"]["train_seed"] = data["spec"]["sim_seed"] = seed
+        data["run_id"] = f"r{seed}"
+        data["probes"] = {"image.shared": {"z_s": r2, "z_i": 0.1}, "image.specific": {"z_s": 0.2, "z_i": r2}}
+        recs.append(parse_record(data, "test"))
+    assert len(probe_frame(recs)) == 8
+    md = render_probes(recs, "md")
+    row = next(line for line in md.splitlines() if "image.shared" in line)
+    assert "0.60 ± 0.14" in row  # mean of 0.5 and 0.7, sample std 0.1414
+    csv = render_probes(recs, "csv")
+    assert csv.splitlines()[0] == "dataset,availability,method,group,latent,mean,std,n"
+    assert "\\pm" in render_probes(recs, "latex") and "late\\_fusion" in render_probes(recs, "latex")
