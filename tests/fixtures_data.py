@@ -223,7 +223,8 @@ def write_dvm_features(
             Image.fromarray(img).save(target, "JPEG")
             paths.append(str(target) if i % 3 != 1 else f"/bigdata/someone/data/DVM/{rel.as_posix()}")
         torch.save(labels, feats / f"labels_model_all_{split}_all_views.pt")
-        torch.save(paths, feats / f"{split}_paths_all_views.pt")
+        # MMCL's notebook names the paths file after the machine it ran on (``_server`` / ``_tower``)
+        torch.save(paths, feats / f"{split}_paths_all_views{'_server' if layout == 'mmcl' else ''}.pt")
     if layout == "mmcl":
         torch.save([lengths[j] for j in MMCL_ORDER], feats / "tabular_lengths_all_views_physical.pt")
     else:

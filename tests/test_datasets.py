@@ -237,7 +237,8 @@ def test_dvm_features_layout(root: Path) -> None:
 
 
 def test_dvm_mmcl_column_order_is_reordered(root: Path) -> None:
-    """MMCL's files (continuous columns first, no ``_reordered``) read as TIP's: same codes, same values."""
+    """MMCL's files (continuous columns first, no ``_reordered``, paths lists named ``..._server.pt``) read
+    as TIP's: same codes, same values."""
     assert categorical_first([1, 1, 7, 1, 3]) == [2, 4, 0, 1, 3] and categorical_first([4, 2, 1]) == [0, 1, 2]
     _, tip = DVMDataset(DVMOptions(image_size=16), str(root)).load()
     for opts in (DVMOptions(dir="dvm-mmcl", image_size=16),  # found by the fallback to MMCL's names

@@ -66,12 +66,20 @@ RAW_TABLES = ("Ad_table.csv", "Image_table.csv", "Price_table.csv", "Ad_table (e
 log = logging.getLogger("mmbench.data")
 
 
-def features_files(o: DVMOptions, split: str, tabular_version: str | None = None) -> tuple[str, str, str]:
-    """(features CSV, labels .pt, paths .pt) file names of one split."""
+def features_files(o: DVMOptions, split: str, tabular_version: str | None = None,
+                   feats: Path | None = None) -> tuple[str, str, str]:
+    """(features CSV, labels .pt, paths .pt) file names of one split. Given the ``features/`` folder,
+    the paths file falls back to MMCL's ``{split}_paths_{views}_<machine>.pt`` (MMCL's notebook writes
+    ``_server`` / ``_tower`` variants) when TIP's plain name is absent and exactly one variant exists."""
+    paths = f"{split}_paths_{o.views}.pt"
+    if feats is not None and not (feats / paths).is_file():
+        variants = sorted(p.name for p in feats.glob(f"{split}_paths_{o.views}_*.pt"))
+        if len(variants) == 1:
+            paths = variants[0]
     return (
         f"dvm_features_{split}_noOH_{o.views}_{tabular_version or o.tabular_version}.csv",
         f"labels_model_all_{split}_{o.views}.pt",
-        f"{split}_paths_{o.views}.pt",
+        paths,
     )
 
 
@@ -243,7 +251,7 @@ class DVMDataset(FileDataset):
     def _complete(self, tabular_version: str, lengths_file: str) -> bool:
         feats = self.features()
         return (
-            all((feats / f).is_file() for s in SPLITS for f in features_files(self.options, s, tabular_version))
+            all((feats / f).is_file() for s in SPLITS for f in features_files(self.options, s, tabular_version, feats))
             and (feats / lengths_file).is_file()
         )
 
@@ -282,7 +290,7 @@ class DVMDataset(FileDataset):
                                   (o.tabular_version.replace("_reordered", ""),
                                    o.lengths_file.replace("_reordered", ""))])
         for version, lengths in versions:
-            files += [feats / f for s in SPLITS for f in features_files(o, s, version)] + [feats / lengths]
+            files += [feats / f for s in SPLITS for f in features_files(o, s, version, feats)] + [feats / lengths]
         files = list(dict.fromkeys(files)) + [feats / BUILD_MARKER]
         files += [self.dataset_dir() / "tables_V2.0" / f for f in RAW_TABLES]
         return files, [(self.dataset_dir() / o.image_dir, ())]
@@ -375,7 +383,7 @@ class DVMDataset(FileDataset):
         raw: dict[str, tuple[np.ndarray, np.ndarray, list[str]]] = {}
         num_classes = 0
         for split in SPLITS:
-            csv_name, labels_name, paths_name = features_files(o, split, tabular_version)
+            csv_name, labels_name, paths_name = features_files(o, split, tabular_version, feats)
             table = pd.read_csv(feats / csv_name, header=None)
             labels = np.asarray(_torch_list(feats / labels_name), dtype=np.int64)
             paths = [str(p) for p in _torch_list(feats / paths_name)]
