@@ -66,3 +66,37 @@ def test_light_commands_never_import_torch() -> None:
     assert not failed, f"these commands did not succeed (or printed nothing): {failed}"
     first = next((r for r in report if r["heavy"]), None)
     assert first is None, f"`mmbench {first['command']}` imported {first['heavy']}" if first else ""
+
+
+def test_module_level_imports_are_acyclic() -> None:
+    """No two modules of the package import each other at module level (directly or through others)."""
+    import ast
+
+    root = Path(__file__).parent.parent / "mmbench"
+    mods = {}
+    for p in root.rglob("*.py"):
+        name = ".".join(p.relative_to(root.parent).with_suffix("").parts).removesuffix(".__init__")
+        mods[name] = p
+    graph: dict[str, set[str]] = {m: set() for m in mods}
+    for m, p in mods.items():
+        pkg = m if p.name == "__init__.py" else m.rsplit(".", 1)[0]
+        for node in ast.parse(p.read_text()).body:  # module level only: not TYPE_CHECKING, not functions
+            if isinstance(node, ast.ImportFrom):
+                base = pkg.split(".")[: len(pkg.split(".")) - (node.level - 1)] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else [])) if node.level else node.module
+                for t in (target, *(f"{target}.{a.name}" for a in node.names)):
+                    if t in mods and t != m:
+                        graph[m].add(t)
+    state: dict[str, int] = {}
+
+    def visit(u: str, path: list[str]) -> None:
+        state[u] = 1
+        for v in graph[u]:
+            assert state.get(v) != 1, "import cycle: " + " -> ".join([*path[path.index(v):], v])
+            if v not in state:
+                visit(v, [*path, v])
+        state[u] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
