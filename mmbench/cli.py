@@ -929,7 +929,8 @@ def _print_power(vs_best: Any, test: str, alpha: float) -> None:
         mdd = "–" if r.mdd != r.mdd else f"{100 * r.mdd:.2f}"
         detectable = "–" if r.mdd != r.mdd else ("no (tied)" if r.below_mdd else "yes")
         need = "–" if r.seeds_needed is None or r.seeds_needed != r.seeds_needed else str(int(r.seeds_needed))
-        p = "–" if r.p_holm != r.p_holm else f"{r.p_holm:.3g}"
+        # an exact test on 20,000 rows can underflow double precision: say so rather than print 0
+        p = "–" if r.p_holm != r.p_holm else (f"{r.p_holm:.3g}" if r.p_holm > 0 else "< 1e-300")
         sd = "–" if r.sd_diff != r.sd_diff else f"{100 * r.sd_diff:.2f}"
         t.add_row(cell, r.method, f"{100 * r.gap:+.2f}", sd, str(r.n), mdd, detectable, need, p)
     console.print(t)
