@@ -47,17 +47,27 @@ def render_probes(records: list[RunRecord], fmt: str = "md") -> str:
     agg["order"] = agg["method"].map(order)
     agg["text"] = [f"{m:.2f} ± {s:.2f}" if n > 1 else f"{m:.2f}" for m, s, n in zip(agg["mean"], agg["std"],
                                                                                      agg["n"], strict=True)]
-    table = (agg.sort_values(["dataset", "availability", "order", "group"])
-                .pivot_table(index=[*KEYS], columns="latent", values="text", aggfunc="first", sort=False)
-                .reset_index())
-    table.columns.name = None
-    table = table.fillna("–")
+    if fmt not in ("md", "latex", "html"):
+        raise MMBenchError(f"unknown table format {fmt!r}; expected md, csv, latex or html")
     caption = ("Cross-validated linear-probe R² of each true latent factor (columns) from each feature group "
                "of each method (rows), on test rows with the group's modality; mean ± std over seeds.")
+    parts = []
+    # one table per dataset: each task has its own latents, so a shared column set would be mostly empty
+    for dataset, sub in agg.groupby("dataset", sort=True):
+        table = (sub.sort_values(["availability", "order", "group"])
+                    .pivot_table(index=[*KEYS], columns="latent", values="text", aggfunc="first", sort=False)
+                    .reset_index())
+        table.columns.name = None
+        table = table.fillna("–")
+        if fmt == "md":
+            parts.append(table.to_markdown(index=False, disable_numparse=True))
+        elif fmt == "latex":
+            parts.append(latex_table(table.map(latex_escape), f"{caption} {dataset}.",
+                                     label=f"tab:probes-{dataset}", text_columns=tuple(KEYS)))
+        else:
+            parts.append(table.to_html(index=False))
     if fmt == "md":
-        return caption + "\n\n" + table.to_markdown(index=False, disable_numparse=True) + "\n"
+        return caption + "\n\n" + "\n\n".join(parts) + "\n"
     if fmt == "latex":
-        return latex_table(table.map(latex_escape), caption, label="tab:probes", text_columns=tuple(KEYS))
-    if fmt == "html":
-        return f"<p>{caption}</p>\n" + table.to_html(index=False)
-    raise MMBenchError(f"unknown table format {fmt!r}; expected md, csv, latex or html")
+        return "\n".join(parts)
+    return f"<p>{caption}</p>\n" + "\n".join(parts)
